@@ -1,0 +1,57 @@
+//! The queue API of SPEC §2 and §4.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::json;
+
+use super::{authorize, json_body, ApiError, AppState};
+use crate::engine::projects::Role;
+use crate::engine::queue::QueueOutcome;
+use crate::engine::sync::SyncStatus;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/api/{project}/eventing/queue", post(queue))
+        // The path the seeds also use.
+        .route("/v1/api/{project}/event-triggers/queue", post(queue))
+        .route("/v1/api/{project}/eventing/queue/batch", post(queue_batch))
+}
+
+async fn queue(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &project, &headers, Role::Queue).await?;
+    let body = json_body(body, state.max_body_bytes)?;
+    Ok(match state.engine.queue(&project, &body).await? {
+        QueueOutcome::Queued(q) => Json(q).into_response(),
+        QueueOutcome::Sync(reply) => {
+            let status = match reply.status {
+                SyncStatus::Ok => StatusCode::OK,
+                SyncStatus::AllFailed => StatusCode::BAD_GATEWAY,
+                SyncStatus::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                SyncStatus::NoTrigger => StatusCode::NOT_FOUND,
+            };
+            (status, Json(reply.body)).into_response()
+        }
+    })
+}
+
+async fn queue_batch(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &project, &headers, Role::Queue).await?;
+    let body = json_body(body, state.max_body_bytes)?;
+    let queued = state.engine.queue_batch(&project, &body).await?;
+    Ok(Json(json!({"events": queued})).into_response())
+}

@@ -1,0 +1,117 @@
+//! Configuration: one struct, read from flags and environment variables, checked
+//! at start-up so that a bad value stops Herald with a message naming the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about = "Self-hosted eventing: queue events over HTTP, deliver them to webhooks.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API and Mission Control (the default).
+    Serve,
+    /// Run the database migrations and exit.
+    Migrate,
+    /// Manage API keys.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key. The key is printed alone on the last line.
+    Create {
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[arg(long, value_parser = ["admin", "queue"], default_value = "admin")]
+        role: String,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HERALD_ADDR", default_value = "127.0.0.1:3000", global = true)]
+    pub addr: SocketAddr,
+
+    /// PostgreSQL URL. When unset, Herald runs its own cluster in <data dir>/postgres.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+
+    /// Folder for the node id and the embedded PostgreSQL cluster.
+    #[arg(long, env = "HERALD_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info,sqlx=warn", global = true)]
+    pub log: String,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "HERALD_MAX_BODY_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024), global = true)]
+    pub max_body_bytes: u64,
+
+    /// How long a synchronous event waits for its deliveries, in milliseconds.
+    #[arg(long, env = "HERALD_SYNC_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000), global = true)]
+    pub sync_timeout_ms: u64,
+
+    /// Most deliveries in flight at once on this node.
+    #[arg(long, env = "HERALD_CONCURRENCY", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+    pub concurrency: u32,
+
+    /// Fallback poll interval of the dispatcher, in milliseconds. New work wakes it at once.
+    #[arg(long, env = "HERALD_POLL_INTERVAL_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000), global = true)]
+    pub poll_interval_ms: u64,
+
+    /// How long shutdown waits for in-flight deliveries, in milliseconds.
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000), global = true)]
+    pub shutdown_grace_ms: u64,
+
+    /// Wait before the first retry, in milliseconds. Later retries double it, up to 1 h.
+    #[arg(long, env = "HERALD_RETRY_BASE_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
+    pub retry_base_ms: u64,
+
+    /// Database connection pool size.
+    #[arg(long, env = "HERALD_DB_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(2..=1_000), global = true)]
+    pub db_pool_size: u32,
+}
+
+impl Config {
+    pub fn sync_timeout(&self) -> Duration {
+        Duration::from_millis(self.sync_timeout_ms)
+    }
+
+    /// Checks what clap's types cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err("DATABASE_URL must start with postgres:// or postgresql://".into());
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("HERALD_DATA_DIR must not be empty".into());
+        }
+        if let Err(e) = self.log.parse::<tracing_subscriber::EnvFilter>() {
+            return Err(format!("RUST_LOG is not a valid log filter: {e}"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! The private PostgreSQL cluster Herald runs when `DATABASE_URL` is unset.
+//!
+//! The cluster lives in `<data dir>/postgres` and listens only on a Unix socket in
+//! `<data dir>/run`, with no TCP port. PostgreSQL refuses to run as root, so a root
+//! Herald runs it as the `postgres` user.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+use tokio::process::Command;
+
+const DB_NAME: &str = "herald";
+const SUPERUSER: &str = "postgres";
+
+/// A running cluster, started (or adopted after a crash) by this process.
+pub struct EmbeddedPostgres {
+    bin_dir: Option<PathBuf>,
+    pgdata: PathBuf,
+    socket_dir: PathBuf,
+    as_postgres_user: bool,
+}
+
+impl EmbeddedPostgres {
+    /// Initialises the cluster if needed and starts it. A server left running by a
+    /// killed Herald is adopted; a stale `postmaster.pid` is cleared.
+    pub async fn start(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create HERALD_DATA_DIR {}", data_dir.display()))?;
+        let data_dir = data_dir.canonicalize().context("cannot resolve HERALD_DATA_DIR")?;
+        let pg = EmbeddedPostgres {
+            bin_dir: find_bin_dir()?,
+            pgdata: data_dir.join("postgres"),
+            socket_dir: data_dir.join("run"),
+            as_postgres_user: nix::unistd::geteuid().is_root(),
+        };
+        for dir in [&pg.pgdata, &pg.socket_dir] {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            pg.give_to_postgres(dir)?;
+        }
+        if !pg.pgdata.join("PG_VERSION").exists() {
+            tracing::info!(path = %pg.pgdata.display(), "initialising the embedded PostgreSQL cluster");
+            pg.run("initdb", &[
+                "-D", path_str(&pg.pgdata)?, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C",
+            ])
+            .await
+            .context("initdb failed")?;
+        }
+        if pg.connect("postgres").await.is_ok() {
+            tracing::info!("adopting the embedded PostgreSQL left running by an earlier Herald");
+        } else {
+            pg.clear_stale_lock_files();
+            let log = data_dir.join("postgres.log");
+            let opts = format!(
+                "-c listen_addresses='' -k {} -c unix_socket_permissions=0700 -c max_connections=200",
+                path_str(&pg.socket_dir)?
+            );
+            pg.run("pg_ctl", &[
+                "-D", path_str(&pg.pgdata)?, "-l", path_str(&log)?, "-w", "-t", "120", "-o", &opts, "start",
+            ])
+            .await
+            .with_context(|| format!("the embedded PostgreSQL did not start; see {}", log.display()))?;
+        }
+        pg.ensure_database().await?;
+        Ok(pg)
+    }
+
+    /// Connection options for Herald's database in this cluster.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .socket(&self.socket_dir)
+            .username(SUPERUSER)
+            .database(DB_NAME)
+    }
+
+    /// Stops the cluster cleanly (a fast shutdown: sessions end, data is flushed).
+    pub async fn stop(&self) -> Result<()> {
+        self.run("pg_ctl", &["-D", path_str(&self.pgdata)?, "-m", "fast", "-w", "-t", "60", "stop"])
+            .await
+            .context("pg_ctl stop failed")
+    }
+
+    async fn connect(&self, db: &str) -> Result<sqlx::PgConnection> {
+        let opts = PgConnectOptions::new().socket(&self.socket_dir).username(SUPERUSER).database(db);
+        Ok(opts.connect().await?)
+    }
+
+    async fn ensure_database(&self) -> Result<()> {
+        let mut conn = self.connect("postgres").await.context("cannot connect to the embedded PostgreSQL")?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(DB_NAME)
+            .fetch_one(&mut conn)
+            .await?;
+        if !exists {
+            sqlx::query(&format!("CREATE DATABASE {DB_NAME}")).execute(&mut conn).await?;
+        }
+        conn.close().await?;
+        Ok(())
+    }
+
+    /// A `postmaster.pid` whose process is gone (or is no longer PostgreSQL, after
+    /// a reboot recycled the pid) would make `pg_ctl start` refuse to start.
+    fn clear_stale_lock_files(&self) {
+        let candidates = [self.pgdata.join("postmaster.pid"), self.socket_dir.join(".s.PGSQL.5432.lock")];
+        for lock in candidates {
+            let Ok(text) = std::fs::read_to_string(&lock) else { continue };
+            let pid = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok());
+            let alive = pid.is_some_and(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim().starts_with("postgres"))
+            });
+            if !alive {
+                tracing::warn!(file = %lock.display(), "removing a stale PostgreSQL lock file");
+                let _ = std::fs::remove_file(&lock);
+            }
+        }
+    }
+
+    fn give_to_postgres(&self, dir: &Path) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if self.as_postgres_user {
+            let user = nix::unistd::User::from_name(SUPERUSER)?
+                .context("Herald runs as root, and PostgreSQL refuses root: create a `postgres` user, or run Herald as another user")?;
+            nix::unistd::chown(dir, Some(user.uid), Some(user.gid))
+                .with_context(|| format!("cannot give {} to the postgres user", dir.display()))?;
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(())
+    }
+
+    async fn run(&self, program: &str, args: &[&str]) -> Result<()> {
+        let exe = match &self.bin_dir {
+            Some(dir) => dir.join(program),
+            None => PathBuf::from(program),
+        };
+        let mut cmd = if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", SUPERUSER, "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        };
+        // Own process group: a Ctrl-C in the terminal must reach Herald only, so that
+        // Herald can finish its work against the database before stopping it.
+        cmd.args(args).process_group(0).stdin(Stdio::null()).kill_on_drop(false);
+        let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+            .await
+            .with_context(|| format!("{program} did not finish in 180 s"))?
+            .with_context(|| format!("cannot run {program}"))?;
+        if !out.status.success() {
+            bail!(
+                "{program} exited with {}: {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Finds `initdb` and `pg_ctl`: on PATH, or in Debian's versioned folders.
+fn find_bin_dir() -> Result<Option<PathBuf>> {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("pg_ctl").is_file() && d.join("initdb").is_file()))
+        .unwrap_or(false);
+    if on_path {
+        return Ok(None);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|bin| bin.join("pg_ctl").is_file())
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some(bin) => Ok(Some(bin)),
+        None => bail!(
+            "PostgreSQL server binaries (initdb, pg_ctl) were not found. Install them \
+             (Debian/Ubuntu: `apt-get install postgresql`), or set DATABASE_URL to use an existing database"
+        ),
+    }
+}
+
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str().with_context(|| format!("path is not UTF-8: {}", p.display()))
+}

@@ -1,0 +1,241 @@
+//! The dispatcher: claims due event logs under leases, runs their deliveries with
+//! bounded concurrency, and moves each event log on after every attempt.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::postgres::PgListener;
+use tokio::task::JoinHandle;
+
+use super::deliver::{self, Verdict};
+use super::{Engine, EngineError};
+use crate::model::Status;
+use crate::store::events::{self as store, Job, Next, WAKE_CHANNEL};
+
+/// How a delivery ended, as far as this node saw it.
+#[derive(Clone, Debug)]
+pub struct DeliveryOutcome {
+    pub log_id: uuid::Uuid,
+    pub trigger: String,
+    pub status: Status,
+    pub status_code: Option<i32>,
+    pub duration_ms: Option<i32>,
+    /// The JSON body of the last answer, if it was JSON.
+    pub response: Option<serde_json::Value>,
+}
+
+impl Engine {
+    /// Starts the dispatcher, its NOTIFY listener and the lease sweeper. They stop
+    /// when `shutdown()` is called.
+    pub fn start(&self) -> Vec<JoinHandle<()>> {
+        vec![
+            tokio::spawn(self.clone().listen()),
+            tokio::spawn(self.clone().sweep_expired_leases()),
+            tokio::spawn(self.clone().dispatch_loop()),
+        ]
+    }
+
+    /// Stops claiming, lets in-flight attempts finish within the grace period, then
+    /// gives back every lease this node still holds so another node can take over.
+    pub async fn shutdown(&self) {
+        self.0.shutdown.cancel();
+        self.0.tasks.close();
+        if tokio::time::timeout(self.config().shutdown_grace, self.0.tasks.wait()).await.is_err() {
+            tracing::warn!(running = self.0.tasks.len(), "shutdown grace period over; abandoning deliveries");
+        }
+        match store::release(self.pool(), self.node_id()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "released leases for other nodes"),
+            Err(e) => tracing::warn!(error = %e, "could not release leases; they will expire instead"),
+        }
+    }
+
+    /// One step of the dispatcher: claims as many due event logs as there are free
+    /// slots (at most one batch) and starts their deliveries. Returns how many it
+    /// claimed and how many it asked for.
+    pub async fn dispatch_once(&self) -> Result<(usize, usize), EngineError> {
+        let free = self.0.slots.available_permits().min(self.config().claim_batch as usize);
+        if free == 0 || self.0.shutdown.is_cancelled() {
+            return Ok((0, free));
+        }
+        let jobs = store::claim(self.pool(), self.node_id(), free as i64, self.config().lease_margin).await?;
+        let claimed = jobs.len();
+        for job in jobs {
+            let permit = self.0.slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
+            let engine = self.clone();
+            self.0.tasks.spawn(async move {
+                engine.deliver_job(job, false).await;
+                drop(permit);
+                // A slot is free: the dispatcher may be waiting for one.
+                if engine.0.slots.available_permits() * 2 >= engine.config().concurrency {
+                    engine.0.wake.notify_one();
+                }
+            });
+        }
+        Ok((claimed, free))
+    }
+
+    async fn dispatch_loop(self) {
+        let cancel = self.0.shutdown.clone();
+        let poll = self.config().poll_interval;
+        while !cancel.is_cancelled() {
+            let wait = match self.dispatch_once().await {
+                // A full batch: there may be more due right now.
+                Ok((claimed, asked)) if claimed > 0 && claimed == asked => continue,
+                Ok((_, 0)) => poll,
+                Ok(_) => match store::next_due(self.pool()).await {
+                    Ok(Some(at)) => {
+                        // Due rows we could not claim are held by another node's claim
+                        // right now; look again shortly rather than spin.
+                        let ms = (at - Utc::now()).num_milliseconds().max(20) as u64;
+                        Duration::from_millis(ms).min(poll)
+                    }
+                    Ok(None) => poll,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the next due time");
+                        poll
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming event logs failed; retrying");
+                    Duration::from_secs(1).min(poll)
+                }
+            };
+            tokio::select! {
+                _ = self.0.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
+    }
+
+    /// Turns NOTIFYs into wake-ups. The listener reconnects by itself after the
+    /// database comes back; the poll covers whatever was missed meanwhile.
+    async fn listen(self) {
+        let cancel = self.0.shutdown.clone();
+        while !cancel.is_cancelled() {
+            let mut listener = match PgListener::connect_with(self.pool()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot LISTEN for new work; polling meanwhile");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+            };
+            if let Err(e) = listener.listen(WAKE_CHANNEL).await {
+                tracing::warn!(error = %e, "LISTEN failed");
+                continue;
+            }
+            self.0.wake.notify_one();
+            loop {
+                tokio::select! {
+                    msg = listener.recv() => match msg {
+                        Ok(_) => self.0.wake.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "lost the LISTEN connection; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        }
+    }
+
+    /// Makes work whose node died due again, a few times per lease margin.
+    async fn sweep_expired_leases(self) {
+        let cancel = self.0.shutdown.clone();
+        let every = (self.config().lease_margin / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = cancel.cancelled() => return,
+            }
+            match store::requeue_expired(self.pool()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(requeued = n, "took over event logs whose lease expired"),
+                Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
+            }
+        }
+    }
+
+    /// Delivers one claimed event log. With `hold`, this node keeps the lease and
+    /// makes the retries itself (synchronous events); otherwise it makes one
+    /// attempt and leaves any retry to whichever node claims it next.
+    pub(crate) async fn deliver_job(&self, mut job: Job, hold: bool) -> DeliveryOutcome {
+        let mut outcome = DeliveryOutcome {
+            log_id: job.id,
+            trigger: job.trigger_name.clone(),
+            status: Status::Processing,
+            status_code: None,
+            duration_ms: None,
+            response: None,
+        };
+        let (Some(retries), Some(timeout_ms)) = (job.retries, job.timeout_ms) else {
+            if let Err(e) = store::fail_unattempted(self.pool(), self.node_id(), job.id, "trigger deleted").await {
+                tracing::warn!(error = %e, "cannot cancel an event log of a deleted trigger");
+            }
+            outcome.status = Status::Cancelled;
+            return outcome;
+        };
+        let timeout = Duration::from_millis(timeout_ms as u64);
+        loop {
+            let attempt_no = job.attempts + 1;
+            let a = deliver::attempt(&self.0.http, self.node_id(), &job, timeout).await;
+            let now = Utc::now();
+            let next = match &a.verdict {
+                Verdict::Delivered => Next::Processed,
+                Verdict::Fatal => Next::Failed,
+                Verdict::Retryable { .. } if attempt_no > retries => Next::Failed,
+                Verdict::Retryable { retry_after } => {
+                    let wait = self.config().retry.next_delay_random(attempt_no as u32, *retry_after);
+                    let at = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
+                    if hold {
+                        let lease = chrono::Duration::from_std(timeout + self.config().lease_margin)
+                            .unwrap_or(chrono::Duration::minutes(6));
+                        Next::RetryHeld { at, lease_until: at + lease }
+                    } else {
+                        Next::Retry(at)
+                    }
+                }
+            };
+            match &a.verdict {
+                Verdict::Delivered => tracing::debug!(log = %job.id, trigger = %job.trigger_name,
+                    attempt = attempt_no, ms = a.invocation.duration_ms, "delivered"),
+                _ => tracing::warn!(log = %job.id, trigger = %job.trigger_name, attempt = attempt_no,
+                    error = a.invocation.error.as_deref().unwrap_or(""), "delivery attempt failed"),
+            }
+            outcome.status_code = a.invocation.status_code;
+            outcome.duration_ms = Some(a.invocation.duration_ms);
+            outcome.response = a.response_json;
+            outcome.status = match next {
+                Next::Processed => Status::Processed,
+                Next::Failed => Status::Failed,
+                Next::Retry(_) | Next::RetryHeld { .. } => Status::Pending,
+            };
+            match store::complete(self.pool(), self.node_id(), job.id, attempt_no, &next, &a.invocation).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(log = %job.id, "lease lost during the attempt; another node owns it now");
+                    return outcome;
+                }
+                Err(e) => {
+                    // The lease will expire and the event log will be delivered again:
+                    // at-least-once, never lost.
+                    tracing::warn!(log = %job.id, error = %e, "cannot record the attempt");
+                    return outcome;
+                }
+            }
+            let Next::RetryHeld { at, .. } = next else { return outcome };
+            let wait = (at - Utc::now()).to_std().unwrap_or_default();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                // Shutdown releases the lease; another node makes the retry.
+                _ = self.0.shutdown.cancelled() => return outcome,
+            }
+            job.attempts = attempt_no;
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The eventing engine: queueing, dispatch, delivery, retries and synchronous
+//! events. It knows nothing about HTTP handlers or the UI; the API and the UI's
+//! server functions both call it.
+
+pub mod deliver;
+pub mod dispatch;
+pub mod projects;
+pub mod queue;
+pub mod retry;
+pub mod sync;
+pub mod triggers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+pub use retry::RetryPolicy;
+
+/// Errors the engine reports to its callers. The API maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Bad input; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The database cannot be reached right now; the caller may retry.
+    #[error("the database is unavailable, try again shortly")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("internal database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for EngineError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => EngineError::Unavailable(e),
+            _ => EngineError::Database(e),
+        }
+    }
+}
+
+/// Tuning of one node's engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Most deliveries in flight at once.
+    pub concurrency: usize,
+    /// Most event logs claimed in one statement.
+    pub claim_batch: i64,
+    /// Fallback poll when no NOTIFY arrives.
+    pub poll_interval: Duration,
+    /// Added to a trigger's timeout to make the lease of a claimed event log.
+    pub lease_margin: Duration,
+    /// How long a synchronous event waits for its deliveries.
+    pub sync_timeout: Duration,
+    /// How long shutdown waits for in-flight deliveries.
+    pub shutdown_grace: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            concurrency: 128,
+            claim_batch: 128,
+            poll_interval: Duration::from_secs(2),
+            lease_margin: Duration::from_secs(30),
+            sync_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// A handle on the engine of this node. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine(Arc<Inner>);
+
+struct Inner {
+    pool: PgPool,
+    node_id: Uuid,
+    config: EngineConfig,
+    http: reqwest::Client,
+    /// Wakes the dispatcher: a NOTIFY arrived, or a delivery slot freed up.
+    wake: Notify,
+    /// Free delivery slots of the dispatcher.
+    slots: Arc<Semaphore>,
+    /// Every delivery task, so that shutdown can wait for them.
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Engine {
+    pub fn new(pool: PgPool, node_id: Uuid, config: EngineConfig) -> Self {
+        let http = deliver::http_client(config.concurrency);
+        Engine(Arc::new(Inner {
+            pool,
+            node_id,
+            slots: Arc::new(Semaphore::new(config.concurrency)),
+            config,
+            http,
+            wake: Notify::new(),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.0.pool
+    }
+
+    /// This node's id: the CloudEvents `source` and the `id` claim of X-SC-Token.
+    pub fn node_id(&self) -> Uuid {
+        self.0.node_id
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.0.config
+    }
+
+    /// Signals the dispatcher and all delivery loops to stop.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.0.shutdown.clone()
+    }
+}

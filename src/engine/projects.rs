@@ -1,0 +1,168 @@
+//! Projects, their secrets and API keys, and authentication of queue calls.
+
+use base64::Engine as _;
+use rand::distributions::Alphanumeric;
+use rand::{Rng, RngCore};
+use sha2::{Digest, Sha256};
+
+use super::{Engine, EngineError};
+use crate::store;
+
+/// The project the first start creates.
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// What an API key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Everything in its project.
+    Admin,
+    /// Queue events only.
+    Queue,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "queue" => Some(Role::Queue),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Queue => "queue",
+        }
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("unknown project '{0}'")]
+    UnknownProject(String),
+    #[error("missing bearer token: send `Authorization: Bearer <API key or JWT>`")]
+    Missing,
+    #[error("invalid API key or token")]
+    Invalid,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Checks a project id against SPEC §1.
+pub fn validate_project_id(id: &str) -> Result<(), EngineError> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::Invalid(format!(
+            "project id '{id}' is invalid: use 1 to 63 lowercase letters, digits, '_' or '-', starting with a letter or digit"
+        )))
+    }
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::thread_rng().fill_bytes(&mut b);
+    b
+}
+
+fn new_jwt_secret() -> String {
+    hex::encode(random_bytes::<32>())
+}
+
+fn new_signing_secret() -> String {
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(random_bytes::<24>()))
+}
+
+fn hash_key(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+impl Engine {
+    /// Creates a project with fresh secrets. Returns false if it already existed.
+    pub async fn create_project(&self, id: &str) -> Result<bool, EngineError> {
+        validate_project_id(id)?;
+        Ok(store::projects::insert_if_missing(self.pool(), id, &new_jwt_secret(), &new_signing_secret()).await?)
+    }
+
+    /// Creates the `default` project on first start, with an admin key that is
+    /// returned so that the caller can print it, once.
+    pub async fn bootstrap(&self) -> Result<Option<String>, EngineError> {
+        if !self.create_project(DEFAULT_PROJECT).await? {
+            return Ok(None);
+        }
+        Ok(Some(self.create_api_key(DEFAULT_PROJECT, Role::Admin, "first start").await?))
+    }
+
+    /// Makes an API key. Only its hash is stored; the key is returned once.
+    pub async fn create_api_key(&self, project: &str, role: Role, name: &str) -> Result<String, EngineError> {
+        if store::projects::get(self.pool(), project).await?.is_none() {
+            return Err(EngineError::NotFound(format!("unknown project '{project}'")));
+        }
+        let secret: String = rand::thread_rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect();
+        let key = format!("hrld_{secret}");
+        store::projects::insert_api_key(self.pool(), project, name, role.as_str(), &key[..12], &hash_key(&key))
+            .await?;
+        Ok(key)
+    }
+
+    /// Checks a bearer token for a project: one of its API keys, or an HS256 JWT
+    /// signed with its secret. Returns the role the token carries.
+    pub async fn authenticate(&self, project: &str, token: Option<&str>) -> Result<Role, AuthError> {
+        let p = store::projects::get(self.pool(), project)
+            .await
+            .map_err(EngineError::from)?
+            .ok_or_else(|| AuthError::UnknownProject(project.to_string()))?;
+        let token = token.map(str::trim).filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+        if token.matches('.').count() == 2 {
+            return verify_jwt(token, &p.jwt_secret);
+        }
+        // The key is found by its SHA-256, so no comparison of secrets happens here.
+        match store::projects::find_api_key(self.pool(), &hash_key(token)).await.map_err(EngineError::from)? {
+            Some((key_project, role)) if key_project == project => Role::parse(&role).ok_or(AuthError::Invalid),
+            _ => Err(AuthError::Invalid),
+        }
+    }
+}
+
+/// A JWT grants the role in its `role` claim when that is "queue"; any other
+/// valid token signed with the project secret is an admin token, as in Space Cloud.
+fn verify_jwt(token: &str, secret: &str) -> Result<Role, AuthError> {
+    use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+    let mut v = Validation::new(Algorithm::HS256);
+    v.required_spec_claims.clear();
+    v.validate_exp = true;
+    let data = decode::<serde_json::Value>(token, &DecodingKey::from_secret(secret.as_bytes()), &v)
+        .map_err(|_| AuthError::Invalid)?;
+    Ok(match data.claims.get("role").and_then(|r| r.as_str()) {
+        Some("queue") => Role::Queue,
+        _ => Role::Admin,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_ids() {
+        for ok in ["default", "a", "my-app_2", &"a".repeat(63)] {
+            assert!(validate_project_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "_a", "A", "a b", "a/b", &"a".repeat(64)] {
+            assert!(validate_project_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn signing_secret_is_standard_webhooks_form() {
+        let s = new_signing_secret();
+        let raw = base64::engine::general_purpose::STANDARD.decode(s.strip_prefix("whsec_").unwrap()).unwrap();
+        assert_eq!(raw.len(), 24);
+    }
+}

@@ -1,0 +1,239 @@
+//! Queueing: the body rules of SPEC §2, and storing events with their event logs.
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::sync::SyncReply;
+use super::triggers::{validate_event_type, DB_TYPES, FILE_TYPES};
+use super::{Engine, EngineError};
+use crate::store::events::{self as store, NewEvent};
+
+/// Numbers below this are epoch seconds, above it epoch milliseconds (SPEC §2).
+const SECONDS_BELOW: f64 = 100_000_000_000.0;
+/// The furthest ahead an event may be scheduled: ten years.
+const MAX_AHEAD_SECS: f64 = 10.0 * 365.0 * 86_400.0;
+/// The most events in one batch call.
+pub const MAX_BATCH: usize = 1000;
+const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+/// A parsed queue request.
+#[derive(Clone, Debug)]
+pub struct QueueRequest {
+    pub event: NewEvent,
+    /// True when `timestamp` or `delay` put delivery in the future.
+    pub scheduled: bool,
+}
+
+/// The reply to an asynchronous queue call.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Queued {
+    pub event_id: Uuid,
+    pub deliver_at: DateTime<Utc>,
+    pub triggers: usize,
+}
+
+/// What a queue call produced.
+#[derive(Debug)]
+pub enum QueueOutcome {
+    Queued(Queued),
+    Sync(SyncReply),
+}
+
+fn invalid(msg: impl Into<String>) -> EngineError {
+    EngineError::Invalid(msg.into())
+}
+
+/// Reads a queue body (SPEC §2) into an event. Unknown keys are ignored.
+pub fn parse_event(body: &Value, now: DateTime<Utc>) -> Result<QueueRequest, EngineError> {
+    let obj = body.as_object().ok_or_else(|| invalid("the body must be a JSON object"))?;
+    let event_type = match obj.get("type") {
+        None | Some(Value::Null) => return Err(invalid("`type` is required")),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(invalid("`type` must be a string")),
+    };
+    validate_event_type(&event_type)?;
+    if DB_TYPES.contains(&event_type.as_str()) || FILE_TYPES.contains(&event_type.as_str()) {
+        return Err(invalid(format!(
+            "`type` {event_type} is produced by database and file triggers and cannot be queued"
+        )));
+    }
+    // `payload` is what Space Cloud's own clients send.
+    let data = obj.get("data").or_else(|| obj.get("payload")).cloned().unwrap_or(Value::Null);
+
+    let base = match obj.get("timestamp") {
+        None | Some(Value::Null) => now,
+        Some(Value::Number(n)) => {
+            let n = n.as_f64().filter(|n| n.is_finite() && *n >= 0.0).ok_or_else(|| {
+                invalid("`timestamp` must be a non-negative number of epoch milliseconds (or seconds)")
+            })?;
+            let ms = if n < SECONDS_BELOW { n * 1000.0 } else { n };
+            if ms > (now.timestamp_millis() as f64) + MAX_AHEAD_SECS * 1000.0 {
+                return Err(invalid("`timestamp` is more than 10 years ahead"));
+            }
+            DateTime::from_timestamp_millis(ms as i64).ok_or_else(|| invalid("`timestamp` is out of range"))?
+        }
+        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+            .map_err(|_| {
+                invalid(format!(
+                    "`timestamp` '{s}' is not an RFC 3339 time such as 2026-01-31T12:00:00Z, or a number"
+                ))
+            })?
+            .with_timezone(&Utc),
+        Some(_) => return Err(invalid("`timestamp` must be a number or an RFC 3339 string")),
+    };
+    let delay = match obj.get("delay") {
+        None | Some(Value::Null) => 0.0,
+        Some(Value::Number(n)) => {
+            let d = n.as_f64().unwrap_or(f64::NAN);
+            if !d.is_finite() || d < 0.0 {
+                return Err(invalid("`delay` must be a number of seconds, 0 or more"));
+            }
+            if d > MAX_AHEAD_SECS {
+                return Err(invalid(format!("`delay` of {d} seconds is more than the limit of 10 years")));
+            }
+            d
+        }
+        Some(_) => return Err(invalid("`delay` must be a number of seconds")),
+    };
+    let deliver_at = base + ChronoDuration::microseconds((delay * 1e6) as i64);
+    if (deliver_at - now).num_seconds() as f64 > MAX_AHEAD_SECS {
+        return Err(invalid("`timestamp` plus `delay` is more than 10 years ahead"));
+    }
+    let synchronous = match obj.get("isSynchronous") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(invalid("`isSynchronous` must be true or false")),
+    };
+    let idempotency_key = match obj.get("idempotencyKey") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => return Err(invalid("`idempotencyKey` must not be empty")),
+        Some(Value::String(s)) if s.len() > MAX_IDEMPOTENCY_KEY => {
+            return Err(invalid(format!("`idempotencyKey` is longer than {MAX_IDEMPOTENCY_KEY} bytes")))
+        }
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(invalid("`idempotencyKey` must be a string")),
+    };
+    Ok(QueueRequest {
+        event: NewEvent { id: Uuid::new_v4(), event_type, data, deliver_at, synchronous, idempotency_key },
+        scheduled: deliver_at > now,
+    })
+}
+
+impl Engine {
+    /// Queues one event (SPEC §2). A synchronous one is delivered and waited for (SPEC §4).
+    pub async fn queue(&self, project: &str, body: &Value) -> Result<QueueOutcome, EngineError> {
+        let req = parse_event(body, Utc::now())?;
+        if req.event.synchronous {
+            if req.scheduled {
+                return Err(invalid(
+                    "`isSynchronous` cannot be combined with a future `timestamp` or a `delay`",
+                ));
+            }
+            return Ok(QueueOutcome::Sync(self.queue_sync(project, req.event).await?));
+        }
+        let mut tx = self.pool().begin().await?;
+        let stored = store::enqueue(&mut tx, project, std::slice::from_ref(&req.event), None).await?;
+        tx.commit().await?;
+        let s = stored.into_iter().next().ok_or_else(|| EngineError::Database(sqlx::Error::RowNotFound))?;
+        Ok(QueueOutcome::Queued(Queued { event_id: s.event_id, deliver_at: s.deliver_at, triggers: s.log_ids.len() }))
+    }
+
+    /// Queues up to 1000 events in one transaction, or none: a bad event rejects
+    /// the batch with an error that gives its index.
+    pub async fn queue_batch(&self, project: &str, body: &Value) -> Result<Vec<Queued>, EngineError> {
+        let events = body
+            .as_object()
+            .and_then(|o| o.get("events"))
+            .ok_or_else(|| invalid("the body must be a JSON object with an `events` array"))?
+            .as_array()
+            .ok_or_else(|| invalid("`events` must be an array"))?;
+        if events.is_empty() || events.len() > MAX_BATCH {
+            return Err(invalid(format!("`events` must hold 1 to {MAX_BATCH} events, not {}", events.len())));
+        }
+        let now = Utc::now();
+        let mut parsed = Vec::with_capacity(events.len());
+        for (i, body) in events.iter().enumerate() {
+            let req = parse_event(body, now).map_err(|e| invalid(format!("events[{i}]: {e}")))?;
+            if req.event.synchronous {
+                return Err(invalid(format!("events[{i}]: `isSynchronous` is not allowed in a batch")));
+            }
+            parsed.push(req.event);
+        }
+        let mut tx = self.pool().begin().await?;
+        let stored = store::enqueue(&mut tx, project, &parsed, None).await?;
+        tx.commit().await?;
+        Ok(stored
+            .into_iter()
+            .map(|s| Queued { event_id: s.event_id, deliver_at: s.deliver_at, triggers: s.log_ids.len() })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    fn parse(v: Value) -> Result<QueueRequest, String> {
+        parse_event(&v, now()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn timestamps_in_seconds_milliseconds_and_rfc3339() {
+        let secs = parse(json!({"type": "t", "timestamp": 1587902400})).unwrap();
+        assert_eq!(secs.event.deliver_at.to_rfc3339(), "2020-04-26T12:00:00+00:00");
+        let ms = parse(json!({"type": "t", "timestamp": 1587902400123u64})).unwrap();
+        assert_eq!(ms.event.deliver_at.timestamp_millis(), 1587902400123);
+        let s = parse(json!({"type": "t", "timestamp": "2026-11-22T13:00:00+01:00"})).unwrap();
+        assert_eq!(s.event.deliver_at, now());
+        assert!(!s.scheduled);
+    }
+
+    #[test]
+    fn delay_adds_seconds_with_fractions() {
+        let r = parse(json!({"type": "t", "delay": 1.5})).unwrap();
+        assert_eq!(r.event.deliver_at - now(), ChronoDuration::milliseconds(1500));
+        assert!(r.scheduled);
+        let r = parse(json!({"type": "t", "delay": 3600, "timestamp": 1587902400})).unwrap();
+        assert_eq!(r.event.deliver_at.to_rfc3339(), "2020-04-26T13:00:00+00:00");
+    }
+
+    #[test]
+    fn payload_is_an_alias_of_data() {
+        assert_eq!(parse(json!({"type": "t", "payload": {"a": 1}})).unwrap().event.data, json!({"a": 1}));
+        assert_eq!(parse(json!({"type": "t"})).unwrap().event.data, Value::Null);
+        let both = parse(json!({"type": "t", "data": 1, "payload": 2, "options": {}})).unwrap();
+        assert_eq!(both.event.data, json!(1));
+    }
+
+    #[test]
+    fn bad_input_names_the_field() {
+        let cases = [
+            (json!([1]), "JSON object"),
+            (json!({}), "`type` is required"),
+            (json!({"type": ""}), "`type`"),
+            (json!({"type": 5}), "`type` must be a string"),
+            (json!({"type": "x".repeat(129)}), "128"),
+            (json!({"type": "DB_INSERT"}), "cannot be queued"),
+            (json!({"type": "t", "delay": -1}), "`delay`"),
+            (json!({"type": "t", "delay": "10"}), "`delay`"),
+            (json!({"type": "t", "delay": 1e30}), "`delay`"),
+            (json!({"type": "t", "timestamp": "yesterday"}), "`timestamp`"),
+            (json!({"type": "t", "timestamp": 1e30}), "`timestamp`"),
+            (json!({"type": "t", "timestamp": true}), "`timestamp`"),
+            (json!({"type": "t", "isSynchronous": "yes"}), "`isSynchronous`"),
+            (json!({"type": "t", "idempotencyKey": 7}), "`idempotencyKey`"),
+        ];
+        for (body, want) in cases {
+            let err = parse(body.clone()).unwrap_err();
+            assert!(err.contains(want), "{body}: {err}");
+        }
+    }
+}

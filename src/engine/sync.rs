@@ -1,0 +1,97 @@
+//! Synchronous events (SPEC §4): persisted first, delivered at once by this node,
+//! and waited for up to the sync deadline.
+
+use serde_json::{json, Value};
+
+use super::{Engine, EngineError};
+use crate::model::Status;
+use crate::store::events::{self as store, Lease, NewEvent};
+
+/// How a synchronous call ended; the API maps each to its status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncStatus {
+    /// At least one delivery succeeded (200).
+    Ok,
+    /// Every delivery failed (502).
+    AllFailed,
+    /// The deadline passed; delivery goes on in the background (504).
+    Timeout,
+    /// No enabled trigger for the type (404).
+    NoTrigger,
+}
+
+/// The reply body and how it ended.
+#[derive(Clone, Debug)]
+pub struct SyncReply {
+    pub status: SyncStatus,
+    pub body: Value,
+}
+
+impl Engine {
+    pub(crate) async fn queue_sync(&self, project: &str, event: NewEvent) -> Result<SyncReply, EngineError> {
+        let event_type = event.event_type.clone();
+        let lease = Lease { node: self.node_id(), margin: self.config().lease_margin };
+        let mut tx = self.pool().begin().await?;
+        let stored = store::enqueue(&mut tx, project, std::slice::from_ref(&event), Some(lease)).await?;
+        tx.commit().await?;
+        let stored = stored.into_iter().next().ok_or(EngineError::Database(sqlx::Error::RowNotFound))?;
+        let event_id = stored.event_id;
+        if stored.duplicate {
+            return Err(EngineError::Conflict(format!(
+                "`idempotencyKey` was already used by event {event_id}; a synchronous event cannot be replayed"
+            )));
+        }
+        if stored.log_ids.is_empty() {
+            return Ok(SyncReply {
+                status: SyncStatus::NoTrigger,
+                body: json!({"error": format!("no enabled trigger for type '{event_type}'"), "eventId": event_id}),
+            });
+        }
+
+        let jobs = store::jobs(self.pool(), &stored.log_ids).await?;
+        let handles: Vec<_> = jobs
+            .into_iter()
+            .map(|job| {
+                let engine = self.clone();
+                self.0.tasks.spawn(async move { engine.deliver_job(job, true).await })
+            })
+            .collect();
+        let all = futures_util::future::join_all(handles);
+        let Ok(results) = tokio::time::timeout(self.config().sync_timeout, all).await else {
+            return Ok(SyncReply {
+                status: SyncStatus::Timeout,
+                body: json!({
+                    "error": format!("the deliveries did not finish within {} ms; they go on in the background",
+                                     self.config().sync_timeout.as_millis()),
+                    "eventId": event_id,
+                }),
+            });
+        };
+        let mut outcomes: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
+        outcomes.sort_by(|a, b| a.trigger.cmp(&b.trigger));
+        // The webhook's answer is the `response` field of its JSON body (seed 004).
+        let response_of = |o: &super::dispatch::DeliveryOutcome| {
+            o.response.as_ref().and_then(|r| r.get("response")).cloned().unwrap_or(Value::Null)
+        };
+        let result = outcomes.iter().find(|o| o.status == Status::Processed).map(response_of).unwrap_or(Value::Null);
+        let deliveries: Vec<Value> = outcomes
+            .iter()
+            .map(|o| {
+                json!({
+                    "trigger": o.trigger,
+                    "eventLogId": o.log_id,
+                    "status": o.status,
+                    "statusCode": o.status_code,
+                    "durationMs": o.duration_ms,
+                    "response": response_of(o),
+                })
+            })
+            .collect();
+        let ok = outcomes.iter().any(|o| o.status == Status::Processed);
+        let mut body = json!({"result": result, "eventId": event_id, "deliveries": deliveries});
+        if !ok {
+            body["error"] = json!("every delivery failed");
+        }
+        Ok(SyncReply { status: if ok { SyncStatus::Ok } else { SyncStatus::AllFailed }, body })
+    }
+}

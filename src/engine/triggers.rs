@@ -1,0 +1,230 @@
+//! Event trigger management, with validation that names the offending field.
+
+use serde::Deserialize;
+
+use super::{Engine, EngineError};
+use crate::model::{Source, Trigger};
+use crate::store;
+
+/// Event types that only database and file sources produce.
+pub const DB_TYPES: [&str; 3] = ["DB_INSERT", "DB_UPDATE", "DB_DELETE"];
+pub const FILE_TYPES: [&str; 2] = ["FILE_CREATE", "FILE_DELETE"];
+
+/// A trigger as a caller sends it: everything but `name`, `type` and `url` is optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TriggerInput {
+    pub name: Option<String>,
+    pub source: Option<String>,
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    pub url: Option<String>,
+    pub retries: Option<i64>,
+    pub timeout_ms: Option<i64>,
+    pub headers: Option<serde_json::Map<String, serde_json::Value>>,
+    pub enabled: Option<bool>,
+    pub options: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Checks an event type against SPEC §1 and §2.
+pub fn validate_event_type(t: &str) -> Result<(), EngineError> {
+    let n = t.chars().count();
+    if n == 0 {
+        return Err(EngineError::Invalid("`type` must not be empty".into()));
+    }
+    if n > 128 {
+        return Err(EngineError::Invalid(format!("`type` is {n} characters long; the limit is 128")));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(EngineError::Invalid("`type` must not contain control characters".into()));
+    }
+    Ok(())
+}
+
+fn validate_name(name: &str) -> Result<(), EngineError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::Invalid(format!(
+            "`name` '{name}' is invalid: use 1 to 64 letters, digits, '_' or '-'"
+        )))
+    }
+}
+
+fn validate_url(url: &str) -> Result<(), EngineError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| EngineError::Invalid(format!("`url` is not a valid URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(EngineError::Invalid(format!("`url` must use http or https, not '{}'", parsed.scheme())));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(EngineError::Invalid("`url` has no host".into()));
+    }
+    Ok(())
+}
+
+fn validate_headers(headers: &serde_json::Map<String, serde_json::Value>) -> Result<(), EngineError> {
+    for (k, v) in headers {
+        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(EngineError::Invalid(format!("`headers`: '{k}' is not a valid header name")));
+        }
+        let Some(s) = v.as_str() else {
+            return Err(EngineError::Invalid(format!("`headers`: the value of '{k}' must be a string")));
+        };
+        if reqwest::header::HeaderValue::from_str(s).is_err() {
+            return Err(EngineError::Invalid(format!("`headers`: the value of '{k}' is not a valid header value")));
+        }
+    }
+    Ok(())
+}
+
+impl TriggerInput {
+    /// Validates the input and fills in the defaults of SPEC §1.
+    pub fn into_trigger(self, name_from_path: Option<&str>) -> Result<Trigger, EngineError> {
+        let name = match (name_from_path, self.name) {
+            (Some(path), Some(body)) if path != body => {
+                return Err(EngineError::Invalid(format!(
+                    "`name` '{body}' does not match the trigger in the URL '{path}'; a trigger cannot be renamed"
+                )))
+            }
+            (Some(path), _) => path.to_string(),
+            (None, Some(body)) => body,
+            (None, None) => return Err(EngineError::Invalid("`name` is required".into())),
+        };
+        validate_name(&name)?;
+        let source = match self.source.as_deref() {
+            None => Source::Custom,
+            Some(s) => Source::parse(s).ok_or_else(|| {
+                EngineError::Invalid(format!("`source` must be custom, database or file, not '{s}'"))
+            })?,
+        };
+        let event_type = self.event_type.ok_or_else(|| EngineError::Invalid("`type` is required".into()))?;
+        validate_event_type(&event_type)?;
+        match source {
+            Source::Custom if DB_TYPES.contains(&event_type.as_str()) || FILE_TYPES.contains(&event_type.as_str()) => {
+                return Err(EngineError::Invalid(format!(
+                    "`type` {event_type} is reserved for the database and file sources"
+                )))
+            }
+            Source::Database if !DB_TYPES.contains(&event_type.as_str()) => {
+                return Err(EngineError::Invalid("`type` of a database trigger must be DB_INSERT, DB_UPDATE or DB_DELETE".into()))
+            }
+            Source::File if !FILE_TYPES.contains(&event_type.as_str()) => {
+                return Err(EngineError::Invalid("`type` of a file trigger must be FILE_CREATE or FILE_DELETE".into()))
+            }
+            _ => {}
+        }
+        let url = self.url.ok_or_else(|| EngineError::Invalid("`url` is required".into()))?;
+        validate_url(&url)?;
+        let retries = self.retries.unwrap_or(3);
+        if !(0..=20).contains(&retries) {
+            return Err(EngineError::Invalid(format!("`retries` must be between 0 and 20, not {retries}")));
+        }
+        let timeout_ms = self.timeout_ms.unwrap_or(5000);
+        if !(100..=300_000).contains(&timeout_ms) {
+            return Err(EngineError::Invalid(format!(
+                "`timeoutMs` must be between 100 and 300000, not {timeout_ms}"
+            )));
+        }
+        let headers = self.headers.unwrap_or_default();
+        validate_headers(&headers)?;
+        Ok(Trigger {
+            name,
+            source,
+            event_type,
+            url,
+            retries: retries as i32,
+            timeout_ms: timeout_ms as i32,
+            headers,
+            enabled: self.enabled.unwrap_or(true),
+            options: self.options.unwrap_or_default(),
+        })
+    }
+}
+
+impl Engine {
+    pub async fn list_triggers(&self, project: &str) -> Result<Vec<Trigger>, EngineError> {
+        Ok(store::triggers::list(self.pool(), project).await?)
+    }
+
+    pub async fn get_trigger(&self, project: &str, name: &str) -> Result<Trigger, EngineError> {
+        store::triggers::get(self.pool(), project, name)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no trigger named '{name}'")))
+    }
+
+    /// Adds a trigger. A taken name is a `Conflict`.
+    pub async fn create_trigger(&self, project: &str, input: TriggerInput) -> Result<Trigger, EngineError> {
+        let t = input.into_trigger(None)?;
+        match store::triggers::insert(self.pool(), project, &t).await {
+            Ok(()) => Ok(t),
+            Err(e) if store::is_unique_violation(&e) => {
+                Err(EngineError::Conflict(format!("a trigger named '{}' already exists", t.name)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces a trigger's settings; the name stays.
+    pub async fn update_trigger(&self, project: &str, name: &str, input: TriggerInput) -> Result<Trigger, EngineError> {
+        let t = input.into_trigger(Some(name))?;
+        if store::triggers::update(self.pool(), project, &t).await? {
+            Ok(t)
+        } else {
+            Err(EngineError::NotFound(format!("no trigger named '{name}'")))
+        }
+    }
+
+    /// Deletes a trigger and cancels its undelivered event logs. Returns how many.
+    pub async fn delete_trigger(&self, project: &str, name: &str) -> Result<u64, EngineError> {
+        store::triggers::delete(self.pool(), project, name)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no trigger named '{name}'")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> TriggerInput {
+        TriggerInput {
+            name: Some("welcome-email".into()),
+            event_type: Some("sent-email".into()),
+            url: Some("http://localhost:8080/hook".into()),
+            ..Default::default()
+        }
+    }
+
+    fn err(i: TriggerInput) -> String {
+        i.into_trigger(None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let t = input().into_trigger(None).unwrap();
+        assert_eq!((t.retries, t.timeout_ms, t.enabled, t.source), (3, 5000, true, Source::Custom));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err(TriggerInput { name: Some("a b".into()), ..input() }).contains("`name`"));
+        assert!(err(TriggerInput { url: Some("ftp://x/y".into()), ..input() }).contains("http or https"));
+        assert!(err(TriggerInput { url: Some("not a url".into()), ..input() }).contains("`url`"));
+        assert!(err(TriggerInput { retries: Some(21), ..input() }).contains("`retries`"));
+        assert!(err(TriggerInput { timeout_ms: Some(99), ..input() }).contains("`timeoutMs`"));
+        assert!(err(TriggerInput { event_type: Some(String::new()), ..input() }).contains("`type`"));
+        assert!(err(TriggerInput { event_type: Some("DB_INSERT".into()), ..input() }).contains("reserved"));
+        let mut h = serde_json::Map::new();
+        h.insert("bad header".into(), "x".into());
+        assert!(err(TriggerInput { headers: Some(h), ..input() }).contains("`headers`"));
+    }
+
+    #[test]
+    fn name_in_path_wins_and_cannot_change() {
+        let t = TriggerInput { name: None, ..input() }.into_trigger(Some("x")).unwrap();
+        assert_eq!(t.name, "x");
+        assert!(input().into_trigger(Some("other")).is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! The `herald` binary: config -> database -> migrations -> engine -> HTTP.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use herald::api::AppState;
+use herald::config::{ApiKeyCommand, Cli, Command, Config};
+use herald::embedded_pg::EmbeddedPostgres;
+use herald::engine::projects::Role;
+use herald::engine::Engine;
+use herald::{server, store};
+use sqlx::postgres::PgConnectOptions;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(msg) = cli.config.validate() {
+        eprintln!("herald: {msg}");
+        return ExitCode::from(2);
+    }
+    tracing_subscriber::fmt().with_env_filter(cli.config.log.as_str()).with_target(false).init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let config = cli.config;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create HERALD_DATA_DIR {}", config.data_dir.display()))?;
+    let (options, embedded) = match &config.database_url {
+        Some(url) => (url.parse::<PgConnectOptions>().context("DATABASE_URL is not a valid PostgreSQL URL")?, None),
+        None => {
+            let pg = EmbeddedPostgres::start(&config.data_dir).await?;
+            (pg.connect_options(), Some(pg))
+        }
+    };
+    let result = with_database(&config, options, cli.command).await;
+    if let Some(pg) = embedded {
+        tracing::info!("stopping the embedded PostgreSQL");
+        if let Err(e) = pg.stop().await {
+            tracing::warn!(error = %e, "the embedded PostgreSQL did not stop cleanly");
+        }
+    }
+    result
+}
+
+async fn with_database(config: &Config, options: PgConnectOptions, command: Option<Command>) -> Result<()> {
+    let pool = store::connect(options, config.db_pool_size).await.context("cannot connect to the database")?;
+    store::MIGRATOR.run(&pool).await.context("database migration failed")?;
+    let node_id = server::node_id(&config.data_dir)?;
+    let engine = Engine::new(pool.clone(), node_id, server::engine_config(config));
+    let result = match command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::ApiKey(ApiKeyCommand::Create { project, role, name }) => {
+            let role = Role::parse(&role).context("--role must be admin or queue")?;
+            let key = engine.create_api_key(&project, role, &name).await?;
+            println!("created a {} key for project '{project}':", role.as_str());
+            println!("{key}");
+            Ok(())
+        }
+        Command::Serve => serve(config, engine).await,
+    };
+    pool.close().await;
+    result
+}
+
+async fn serve(config: &Config, engine: Engine) -> Result<()> {
+    if let Some(key) = engine.bootstrap().await? {
+        println!();
+        println!("  Herald created the project 'default' and an admin API key for it.");
+        println!("  It is shown only this once; keep it somewhere safe:");
+        println!();
+        println!("      {key}");
+        println!();
+    }
+    let workers = engine.start();
+    let state = AppState {
+        engine: engine.clone(),
+        leptos_options: server::leptos_options(config.addr),
+        max_body_bytes: config.max_body_bytes as usize,
+    };
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on HERALD_ADDR {}", config.addr))?;
+    tracing::info!(addr = %config.addr, node = %engine.node_id(), "Herald is serving on http://{}", config.addr);
+    let shutdown = engine.shutdown_token();
+    let served = axum::serve(listener, server::router(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        })
+        .await;
+    engine.shutdown().await;
+    for w in workers {
+        let _ = w.await;
+    }
+    served.context("the HTTP server failed")
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail at start-up");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

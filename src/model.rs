@@ -1,0 +1,125 @@
+//! Types shared by the UI and the server: what a trigger, an event log and an
+//! invocation look like on the wire. Keys are camelCase, as in the queue API.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Where a trigger's events come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    #[default]
+    Custom,
+    Database,
+    File,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Custom => "custom",
+            Source::Database => "database",
+            Source::File => "file",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "custom" => Some(Source::Custom),
+            "database" => Some(Source::Database),
+            "file" => Some(Source::File),
+            _ => None,
+        }
+    }
+}
+
+/// The life cycle of one (event, trigger) delivery. See SPEC §1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Scheduled,
+    Pending,
+    Processing,
+    Processed,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Scheduled,
+        Status::Pending,
+        Status::Processing,
+        Status::Processed,
+        Status::Failed,
+        Status::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Scheduled => "scheduled",
+            Status::Pending => "pending",
+            Status::Processing => "processing",
+            Status::Processed => "processed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// True once nothing more will happen to the event log on its own.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Processed | Status::Failed | Status::Cancelled)
+    }
+}
+
+/// An event trigger: deliver events of `type` to `url`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Trigger {
+    pub name: String,
+    pub source: Source,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub url: String,
+    pub retries: i32,
+    pub timeout_ms: i32,
+    pub headers: serde_json::Map<String, serde_json::Value>,
+    pub enabled: bool,
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One row of the delivery history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventLog {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub trigger: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub status: Status,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub deliver_at: DateTime<Utc>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// One HTTP attempt of an event log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Invocation {
+    pub id: Uuid,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub status_code: Option<i32>,
+    pub request_headers: serde_json::Value,
+    pub request_body: String,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}

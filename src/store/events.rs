@@ -1,0 +1,466 @@
+//! Events, event logs and invocation logs: the queue itself.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{FromRow, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::model::{EventLog, Invocation, Status};
+
+/// The channel dispatchers LISTEN on. One NOTIFY per transaction that adds due work.
+pub const WAKE_CHANNEL: &str = "herald_wake";
+
+/// An event to store. Its id is chosen by the caller.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub id: Uuid,
+    pub event_type: String,
+    pub data: serde_json::Value,
+    pub deliver_at: DateTime<Utc>,
+    pub synchronous: bool,
+    pub idempotency_key: Option<String>,
+}
+
+/// What became of one `NewEvent`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored {
+    pub event_id: Uuid,
+    pub deliver_at: DateTime<Utc>,
+    /// Ids of the event logs made for it, one per matching trigger.
+    pub log_ids: Vec<Uuid>,
+    /// True when an earlier event with the same idempotency key was returned instead.
+    pub duplicate: bool,
+}
+
+/// Who holds new event logs: `None` leaves them to any dispatcher; `Some` leases
+/// them to one node at once (synchronous events are delivered by their receiver).
+#[derive(Clone, Copy, Debug)]
+pub struct Lease {
+    pub node: Uuid,
+    pub margin: Duration,
+}
+
+/// Stores events and their event logs (one per enabled trigger of the type) with a
+/// handful of statements, whatever the batch size. Sends one NOTIFY when it made
+/// work for the dispatchers. The caller commits.
+pub async fn enqueue(
+    tx: &mut Transaction<'_, Postgres>,
+    project: &str,
+    events: &[NewEvent],
+    lease: Option<Lease>,
+) -> Result<Vec<Stored>, sqlx::Error> {
+    let keys: Vec<String> = events.iter().filter_map(|e| e.idempotency_key.clone()).collect();
+    if !keys.is_empty() {
+        // Keys are remembered for 24 h; an older holder gives its key up.
+        sqlx::query(
+            "UPDATE events SET idempotency_key = NULL
+             WHERE project = $1 AND idempotency_key = ANY($2) AND created_at < now() - interval '24 hours'",
+        )
+        .bind(project)
+        .bind(&keys)
+        .execute(&mut **tx)
+        .await?;
+    }
+
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let data: Vec<Json<&serde_json::Value>> = events.iter().map(|e| Json(&e.data)).collect();
+    let deliver_at: Vec<DateTime<Utc>> = events.iter().map(|e| e.deliver_at).collect();
+    let sync: Vec<bool> = events.iter().map(|e| e.synchronous).collect();
+    let idem: Vec<Option<&str>> = events.iter().map(|e| e.idempotency_key.as_deref()).collect();
+
+    let inserted: Vec<(Uuid, Vec<Uuid>)> = sqlx::query_as(
+        "WITH input AS (
+             SELECT * FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::bool[], $7::text[])
+                 AS i (id, type, data, deliver_at, synchronous, idempotency_key)
+         ), ins AS (
+             INSERT INTO events (id, project, type, data, deliver_at, synchronous, idempotency_key)
+             SELECT id, $1, type, data, deliver_at, synchronous, idempotency_key FROM input
+             ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING id, type, deliver_at
+         ), logs AS (
+             INSERT INTO event_logs (id, event_id, project, trigger_name, status, next_attempt_at, lease_until, leased_by)
+             SELECT gen_random_uuid(), ins.id, $1, t.name,
+                    CASE WHEN $8::uuid IS NOT NULL THEN 'processing'
+                         WHEN ins.deliver_at > now() THEN 'scheduled'
+                         ELSE 'pending' END,
+                    ins.deliver_at,
+                    CASE WHEN $8::uuid IS NOT NULL
+                         THEN now() + make_interval(secs => t.timeout_ms / 1000.0 + $9) END,
+                    $8
+             FROM ins JOIN event_triggers t ON t.project = $1 AND t.type = ins.type AND t.enabled
+             ORDER BY ins.id, t.name
+             RETURNING id, event_id
+         )
+         SELECT ins.id, COALESCE(array_agg(logs.id) FILTER (WHERE logs.id IS NOT NULL), '{}')
+         FROM ins LEFT JOIN logs ON logs.event_id = ins.id
+         GROUP BY ins.id",
+    )
+    .bind(project)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&data)
+    .bind(&deliver_at)
+    .bind(&sync)
+    .bind(&idem)
+    .bind(lease.map(|l| l.node))
+    .bind(lease.map(|l| l.margin.as_secs_f64()).unwrap_or(0.0))
+    .fetch_all(&mut **tx)
+    .await?;
+
+    let made_work = inserted.iter().any(|(_, logs)| !logs.is_empty());
+    let mut by_id: std::collections::HashMap<Uuid, Vec<Uuid>> = inserted.into_iter().collect();
+
+    // Events whose key was already taken: answer with the first event.
+    let mut earlier: std::collections::HashMap<String, Stored> = std::collections::HashMap::new();
+    let taken: Vec<&str> = events
+        .iter()
+        .filter(|e| !by_id.contains_key(&e.id))
+        .filter_map(|e| e.idempotency_key.as_deref())
+        .collect();
+    if !taken.is_empty() {
+        let rows: Vec<(String, Uuid, DateTime<Utc>, Vec<Uuid>)> = sqlx::query_as(
+            "SELECT e.idempotency_key, e.id, e.deliver_at,
+                    COALESCE((SELECT array_agg(l.id ORDER BY l.trigger_name) FROM event_logs l WHERE l.event_id = e.id), '{}')
+             FROM events e WHERE e.project = $1 AND e.idempotency_key = ANY($2)",
+        )
+        .bind(project)
+        .bind(&taken)
+        .fetch_all(&mut **tx)
+        .await?;
+        for (key, event_id, deliver_at, log_ids) in rows {
+            earlier.insert(key, Stored { event_id, deliver_at, log_ids, duplicate: true });
+        }
+    }
+
+    if made_work && lease.is_none() {
+        sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&mut **tx).await?;
+    }
+
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        if let Some(log_ids) = by_id.remove(&e.id) {
+            out.push(Stored { event_id: e.id, deliver_at: e.deliver_at, log_ids, duplicate: false });
+        } else if let Some(first) = e.idempotency_key.as_ref().and_then(|k| earlier.get(k)) {
+            out.push(first.clone());
+        } else {
+            // A key repeated inside one batch: the first occurrence was inserted above
+            // under its own id, and later ones were skipped by ON CONFLICT.
+            let first = events
+                .iter()
+                .find(|o| o.idempotency_key == e.idempotency_key)
+                .and_then(|o| out.iter().find(|s: &&Stored| s.event_id == o.id).cloned());
+            match first {
+                Some(s) => out.push(Stored { duplicate: true, ..s }),
+                None => return Err(sqlx::Error::RowNotFound),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Everything needed to make one delivery attempt of an event log.
+#[derive(Clone, Debug, FromRow)]
+pub struct Job {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub project: String,
+    pub trigger_name: String,
+    /// Attempts already made before this one.
+    pub attempts: i32,
+    pub event_type: String,
+    pub data: Json<serde_json::Value>,
+    pub event_time: DateTime<Utc>,
+    /// `None` when the trigger was deleted after the claim.
+    pub url: Option<String>,
+    pub retries: Option<i32>,
+    pub timeout_ms: Option<i32>,
+    pub headers: Option<Json<serde_json::Map<String, serde_json::Value>>>,
+    pub jwt_secret: String,
+    pub signing_secret: String,
+}
+
+const JOB_COLUMNS: &str = "c.id, c.event_id, c.project, c.trigger_name, c.attempts,
+    e.type AS event_type, e.data, e.created_at AS event_time,
+    t.url, t.retries, t.timeout_ms, t.headers, p.jwt_secret, p.signing_secret";
+const JOB_JOINS: &str = "JOIN events e ON e.id = c.event_id
+    JOIN projects p ON p.id = c.project
+    LEFT JOIN event_triggers t ON t.project = c.project AND t.name = c.trigger_name";
+
+/// Claims up to `limit` due event logs for `node` in one statement, leasing each
+/// for its trigger's timeout plus `margin`.
+pub async fn claim(pool: &PgPool, node: Uuid, limit: i64, margin: Duration) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "WITH due AS (
+             SELECT id FROM event_logs
+             WHERE status IN ('scheduled', 'pending') AND next_attempt_at <= now()
+             ORDER BY next_attempt_at
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         ), c AS (
+             UPDATE event_logs l
+             SET status = 'processing', leased_by = $2, updated_at = now(),
+                 lease_until = now() + make_interval(secs => $3 + COALESCE(
+                     (SELECT t.timeout_ms FROM event_triggers t
+                      WHERE t.project = l.project AND t.name = l.trigger_name), 0) / 1000.0)
+             FROM due WHERE l.id = due.id
+             RETURNING l.*
+         )
+         SELECT {JOB_COLUMNS} FROM c {JOB_JOINS}"
+    ))
+    .bind(limit)
+    .bind(node)
+    .bind(margin.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+/// Loads jobs for event logs this node already holds (synchronous events).
+pub async fn jobs(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM event_logs c {JOB_JOINS} WHERE c.id = ANY($1) ORDER BY c.trigger_name"
+    ))
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// The time of the earliest scheduled or pending event log, if any.
+pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT next_attempt_at FROM event_logs WHERE status IN ('scheduled', 'pending')
+         ORDER BY next_attempt_at LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Makes event logs whose lease expired (their node died) due again.
+pub async fn requeue_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "WITH expired AS (
+             SELECT id FROM event_logs WHERE status = 'processing' AND lease_until < now()
+             ORDER BY lease_until LIMIT 10000 FOR UPDATE SKIP LOCKED
+         )
+         UPDATE event_logs l SET status = 'pending', lease_until = NULL, leased_by = NULL,
+                next_attempt_at = LEAST(l.next_attempt_at, now()), updated_at = now()
+         FROM expired WHERE l.id = expired.id",
+    )
+    .execute(pool)
+    .await?;
+    if r.rows_affected() > 0 {
+        sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(pool).await?;
+    }
+    Ok(r.rows_affected())
+}
+
+/// Gives back every lease `node` holds, at shutdown.
+pub async fn release(pool: &PgPool, node: Uuid) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE event_logs SET status = 'pending', lease_until = NULL, leased_by = NULL, updated_at = now()
+         WHERE status = 'processing' AND leased_by = $1",
+    )
+    .bind(node)
+    .execute(pool)
+    .await?;
+    if r.rows_affected() > 0 {
+        sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(pool).await?;
+    }
+    Ok(r.rows_affected())
+}
+
+/// One recorded HTTP attempt.
+#[derive(Clone, Debug)]
+pub struct NewInvocation {
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub status_code: Option<i32>,
+    pub request_headers: serde_json::Value,
+    pub request_body: String,
+    pub response_headers: Option<serde_json::Value>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Where an event log goes after an attempt.
+#[derive(Clone, Debug)]
+pub enum Next {
+    Processed,
+    Failed,
+    /// Due again at this time, for any node.
+    Retry(DateTime<Utc>),
+    /// Due again at this time, still held by this node (synchronous events).
+    RetryHeld { at: DateTime<Utc>, lease_until: DateTime<Utc> },
+}
+
+/// Records an attempt and moves the event log on, in one transaction. Returns false
+/// when the node no longer held the lease; the attempt is still recorded.
+pub async fn complete(
+    pool: &PgPool,
+    node: Uuid,
+    log_id: Uuid,
+    attempt: i32,
+    next: &Next,
+    inv: &NewInvocation,
+) -> Result<bool, sqlx::Error> {
+    let (status, next_at, lease_until) = match next {
+        Next::Processed => (Status::Processed, None, None),
+        Next::Failed => (Status::Failed, None, None),
+        Next::Retry(at) => (Status::Pending, Some(*at), None),
+        Next::RetryHeld { at, lease_until } => (Status::Processing, Some(*at), Some(*lease_until)),
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO invocation_logs (id, event_log_id, attempt, started_at, duration_ms, status_code,
+             request_headers, request_body, response_headers, response_body, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(log_id)
+    .bind(attempt)
+    .bind(inv.started_at)
+    .bind(inv.duration_ms)
+    .bind(inv.status_code)
+    .bind(Json(&inv.request_headers))
+    .bind(&inv.request_body)
+    .bind(inv.response_headers.as_ref().map(Json))
+    .bind(&inv.response_body)
+    .bind(&inv.error)
+    .execute(&mut *tx)
+    .await?;
+    let updated = sqlx::query(
+        "UPDATE event_logs SET status = $3, attempts = $4, last_error = $5,
+                next_attempt_at = COALESCE($6, next_attempt_at),
+                lease_until = $7, leased_by = CASE WHEN $7::timestamptz IS NULL THEN NULL ELSE leased_by END,
+                updated_at = now()
+         WHERE id = $1 AND leased_by = $2 AND status = 'processing'",
+    )
+    .bind(log_id)
+    .bind(node)
+    .bind(status.as_str())
+    .bind(attempt)
+    .bind(&inv.error)
+    .bind(next_at)
+    .bind(lease_until)
+    .execute(&mut *tx)
+    .await?;
+    if matches!(next, Next::Retry(_)) {
+        sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Fails an event log without an attempt (its trigger is gone).
+pub async fn fail_unattempted(pool: &PgPool, node: Uuid, log_id: Uuid, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE event_logs SET status = 'cancelled', last_error = $3, lease_until = NULL, leased_by = NULL,
+                updated_at = now()
+         WHERE id = $1 AND leased_by = $2 AND status = 'processing'",
+    )
+    .bind(log_id)
+    .bind(node)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct EventLogRow {
+    id: Uuid,
+    event_id: Uuid,
+    trigger_name: String,
+    event_type: String,
+    status: String,
+    attempts: i32,
+    created_at: DateTime<Utc>,
+    deliver_at: DateTime<Utc>,
+    next_attempt_at: DateTime<Utc>,
+    last_error: Option<String>,
+}
+
+impl From<EventLogRow> for EventLog {
+    fn from(r: EventLogRow) -> Self {
+        let status = Status::parse(&r.status).unwrap_or(Status::Pending);
+        EventLog {
+            id: r.id,
+            event_id: r.event_id,
+            trigger: r.trigger_name,
+            event_type: r.event_type,
+            status,
+            attempts: r.attempts,
+            created_at: r.created_at,
+            deliver_at: r.deliver_at,
+            next_attempt_at: (!status.is_final()).then_some(r.next_attempt_at),
+            last_error: r.last_error,
+        }
+    }
+}
+
+const LOG_SELECT: &str = "SELECT l.id, l.event_id, l.trigger_name, e.type AS event_type, l.status, l.attempts,
+    l.created_at, e.deliver_at, l.next_attempt_at, l.last_error
+    FROM event_logs l JOIN events e ON e.id = l.event_id";
+
+/// The event logs of one event, in trigger-name order.
+pub async fn logs_of_event(pool: &PgPool, project: &str, event_id: Uuid) -> Result<Vec<EventLog>, sqlx::Error> {
+    let rows: Vec<EventLogRow> =
+        sqlx::query_as(&format!("{LOG_SELECT} WHERE l.project = $1 AND l.event_id = $2 ORDER BY l.trigger_name"))
+            .bind(project)
+            .bind(event_id)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(EventLog::from).collect())
+}
+
+/// One event log with its event data, or `None`.
+pub async fn log(pool: &PgPool, project: &str, id: Uuid) -> Result<Option<(EventLog, serde_json::Value)>, sqlx::Error> {
+    let row: Option<EventLogRow> = sqlx::query_as(&format!("{LOG_SELECT} WHERE l.project = $1 AND l.id = $2"))
+        .bind(project)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let data: Json<serde_json::Value> = sqlx::query_scalar("SELECT data FROM events WHERE id = $1")
+        .bind(row.event_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(Some((row.into(), data.0)))
+}
+
+/// Every attempt of an event log, oldest first.
+pub async fn invocations(pool: &PgPool, log_id: Uuid) -> Result<Vec<Invocation>, sqlx::Error> {
+    #[derive(FromRow)]
+    struct Row {
+        id: Uuid,
+        started_at: DateTime<Utc>,
+        duration_ms: i32,
+        status_code: Option<i32>,
+        request_headers: Json<serde_json::Value>,
+        request_body: String,
+        response_body: Option<String>,
+        error: Option<String>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, started_at, duration_ms, status_code, request_headers, request_body, response_body, error
+         FROM invocation_logs WHERE event_log_id = $1 ORDER BY attempt, started_at",
+    )
+    .bind(log_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Invocation {
+            id: r.id,
+            started_at: r.started_at,
+            duration_ms: r.duration_ms,
+            status_code: r.status_code,
+            request_headers: r.request_headers.0,
+            request_body: r.request_body,
+            response_body: r.response_body,
+            error: r.error,
+        })
+        .collect())
+}

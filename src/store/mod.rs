@@ -1,0 +1,31 @@
+//! Every SQL statement Herald runs, one file per table group.
+
+pub mod events;
+pub mod projects;
+pub mod triggers;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+pub use sqlx::Error as DbError;
+
+/// The embedded migrations, applied at start-up and by `herald migrate`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Opens the connection pool.
+pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, DbError> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        // A pool that cannot get a connection fails fast instead of hanging callers,
+        // so the API can answer 503 while the database is away.
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+}
+
+/// True when `e` is a unique-constraint violation.
+pub fn is_unique_violation(e: &DbError) -> bool {
+    matches!(e, DbError::Database(d) if d.code().as_deref() == Some("23505"))
+}

@@ -1,0 +1,76 @@
+//! Projects and their API keys.
+
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+/// A project's secrets, as the engine needs them.
+#[derive(Clone, Debug, FromRow)]
+pub struct Project {
+    pub id: String,
+    pub jwt_secret: String,
+    pub signing_secret: String,
+}
+
+/// Creates the project unless it exists. Returns true when it was created.
+pub async fn insert_if_missing(
+    pool: &PgPool,
+    id: &str,
+    jwt_secret: &str,
+    signing_secret: &str,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "INSERT INTO projects (id, jwt_secret, signing_secret) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(jwt_secret)
+    .bind(signing_secret)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn get(pool: &PgPool, id: &str) -> Result<Option<Project>, sqlx::Error> {
+    sqlx::query_as("SELECT id, jwt_secret, signing_secret FROM projects WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn insert_api_key(
+    pool: &PgPool,
+    project: &str,
+    name: &str,
+    role: &str,
+    prefix: &str,
+    key_hash: &[u8],
+) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO api_keys (id, project, name, role, prefix, key_hash) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(id)
+        .bind(project)
+        .bind(name)
+        .bind(role)
+        .bind(prefix)
+        .bind(key_hash)
+        .execute(pool)
+        .await?;
+    Ok(id)
+}
+
+/// Finds a live key by its hash and returns `(project, role)`. Marks it used, at
+/// most once a minute, so that busy keys do not write on every request.
+pub async fn find_api_key(pool: &PgPool, key_hash: &[u8]) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH k AS (
+             SELECT id, project, role, last_used_at FROM api_keys
+             WHERE key_hash = $1 AND revoked_at IS NULL
+         ), touched AS (
+             UPDATE api_keys a SET last_used_at = now() FROM k
+             WHERE a.id = k.id AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute')
+         )
+         SELECT project, role FROM k",
+    )
+    .bind(key_hash)
+    .fetch_optional(pool)
+    .await
+}

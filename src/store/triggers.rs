@@ -1,0 +1,126 @@
+//! Event triggers.
+
+use sqlx::types::Json;
+use sqlx::{FromRow, PgPool};
+
+use crate::model::{Source, Trigger};
+
+#[derive(FromRow)]
+struct TriggerRow {
+    name: String,
+    source: String,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    url: String,
+    retries: i32,
+    timeout_ms: i32,
+    headers: Json<serde_json::Map<String, serde_json::Value>>,
+    options: Json<serde_json::Map<String, serde_json::Value>>,
+    enabled: bool,
+}
+
+impl From<TriggerRow> for Trigger {
+    fn from(r: TriggerRow) -> Self {
+        Trigger {
+            name: r.name,
+            // The CHECK constraint guarantees one of the three values.
+            source: Source::parse(&r.source).unwrap_or_default(),
+            event_type: r.event_type,
+            url: r.url,
+            retries: r.retries,
+            timeout_ms: r.timeout_ms,
+            headers: r.headers.0,
+            enabled: r.enabled,
+            options: r.options.0,
+        }
+    }
+}
+
+const COLUMNS: &str = "name, source, type, url, retries, timeout_ms, headers, options, enabled";
+
+pub async fn list(pool: &PgPool, project: &str) -> Result<Vec<Trigger>, sqlx::Error> {
+    let rows: Vec<TriggerRow> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM event_triggers WHERE project = $1 ORDER BY name"))
+            .bind(project)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(Trigger::from).collect())
+}
+
+pub async fn get(pool: &PgPool, project: &str, name: &str) -> Result<Option<Trigger>, sqlx::Error> {
+    let row: Option<TriggerRow> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM event_triggers WHERE project = $1 AND name = $2"))
+            .bind(project)
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(Trigger::from))
+}
+
+/// Inserts a trigger. A duplicate name is a unique violation (see `store::is_unique_violation`).
+pub async fn insert(pool: &PgPool, project: &str, t: &Trigger) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO event_triggers (project, name, source, type, url, retries, timeout_ms, headers, options, enabled)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(project)
+    .bind(&t.name)
+    .bind(t.source.as_str())
+    .bind(&t.event_type)
+    .bind(&t.url)
+    .bind(t.retries)
+    .bind(t.timeout_ms)
+    .bind(Json(&t.headers))
+    .bind(Json(&t.options))
+    .bind(t.enabled)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Replaces everything but the name. Returns false when there is no such trigger.
+pub async fn update(pool: &PgPool, project: &str, t: &Trigger) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE event_triggers SET source = $3, type = $4, url = $5, retries = $6, timeout_ms = $7,
+                headers = $8, options = $9, enabled = $10, updated_at = now()
+         WHERE project = $1 AND name = $2",
+    )
+    .bind(project)
+    .bind(&t.name)
+    .bind(t.source.as_str())
+    .bind(&t.event_type)
+    .bind(&t.url)
+    .bind(t.retries)
+    .bind(t.timeout_ms)
+    .bind(Json(&t.headers))
+    .bind(Json(&t.options))
+    .bind(t.enabled)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Deletes a trigger and cancels its undelivered event logs, in one transaction.
+/// Returns `None` when there is no such trigger, else the number of cancelled logs.
+pub async fn delete(pool: &PgPool, project: &str, name: &str) -> Result<Option<u64>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let deleted = sqlx::query("DELETE FROM event_triggers WHERE project = $1 AND name = $2")
+        .bind(project)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    if deleted.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let cancelled = sqlx::query(
+        "UPDATE event_logs SET status = 'cancelled', lease_until = NULL, leased_by = NULL,
+                last_error = 'trigger deleted', updated_at = now()
+         WHERE project = $1 AND trigger_name = $2 AND status IN ('scheduled', 'pending', 'processing')",
+    )
+    .bind(project)
+    .bind(name)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(cancelled.rows_affected()))
+}
