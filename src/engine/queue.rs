@@ -1,6 +1,6 @@
 //! Queueing: the body rules of SPEC §2, and storing events with their event logs.
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, SubsecRound, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -98,7 +98,8 @@ pub fn parse_event(body: &Value, now: DateTime<Utc>) -> Result<QueueRequest, Eng
         }
         Some(_) => return Err(invalid("`delay` must be a number of seconds")),
     };
-    let deliver_at = base + ChronoDuration::microseconds((delay * 1e6) as i64);
+    // PostgreSQL keeps microseconds: round here so that replies match what is stored.
+    let deliver_at = (base + ChronoDuration::microseconds((delay * 1e6) as i64)).trunc_subsecs(6);
     if (deliver_at - now).num_seconds() as f64 > MAX_AHEAD_SECS {
         return Err(invalid("`timestamp` plus `delay` is more than 10 years ahead"));
     }
