@@ -10,7 +10,6 @@ data=$(mktemp -d /tmp/herald-e2e.XXXXXX)
 log="$data/herald.log"
 
 HERALD_ADDR="127.0.0.1:$port" HERALD_DATA_DIR="$data" LEPTOS_SITE_ROOT=target/site \
-  HERALD_ADMIN_PASSWORD=${HERALD_ADMIN_PASSWORD:-e2e-password} \
   "$bin" >"$log" 2>&1 &
 pid=$!
 cleanup() {
