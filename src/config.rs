@@ -43,53 +43,53 @@ pub enum ApiKeyCommand {
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address to listen on.
-    #[arg(long, env = "HERALD_ADDR", default_value = "127.0.0.1:3000", global = true)]
+    #[arg(long, env = "HERALD_ADDR", value_name = "HERALD_ADDR", default_value = "127.0.0.1:3000", global = true)]
     pub addr: SocketAddr,
 
     /// PostgreSQL URL. When unset, Herald runs its own cluster in <data dir>/postgres.
-    #[arg(long, env = "DATABASE_URL", global = true)]
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
 
     /// Folder for the node id and the embedded PostgreSQL cluster.
-    #[arg(long, env = "HERALD_DATA_DIR", default_value = "./data", global = true)]
+    #[arg(long, env = "HERALD_DATA_DIR", value_name = "HERALD_DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
 
     /// Log filter, in tracing's EnvFilter syntax.
-    #[arg(long = "log", env = "RUST_LOG", default_value = "info,sqlx=warn", global = true)]
+    #[arg(long = "log", env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info,sqlx=warn", global = true)]
     pub log: String,
 
     /// Largest accepted request body, in bytes.
-    #[arg(long, env = "HERALD_MAX_BODY_BYTES", default_value_t = 1024 * 1024,
+    #[arg(long, env = "HERALD_MAX_BODY_BYTES", value_name = "HERALD_MAX_BODY_BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024), global = true)]
     pub max_body_bytes: u64,
 
     /// How long a synchronous event waits for its deliveries, in milliseconds.
-    #[arg(long, env = "HERALD_SYNC_TIMEOUT_MS", default_value_t = 30_000,
+    #[arg(long, env = "HERALD_SYNC_TIMEOUT_MS", value_name = "HERALD_SYNC_TIMEOUT_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(100..=600_000), global = true)]
     pub sync_timeout_ms: u64,
 
     /// Most deliveries in flight at once on this node.
-    #[arg(long, env = "HERALD_CONCURRENCY", default_value_t = 128,
+    #[arg(long, env = "HERALD_CONCURRENCY", value_name = "HERALD_CONCURRENCY", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
     pub concurrency: u32,
 
     /// Fallback poll interval of the dispatcher, in milliseconds. New work wakes it at once.
-    #[arg(long, env = "HERALD_POLL_INTERVAL_MS", default_value_t = 2_000,
+    #[arg(long, env = "HERALD_POLL_INTERVAL_MS", value_name = "HERALD_POLL_INTERVAL_MS", default_value_t = 2_000,
           value_parser = clap::value_parser!(u64).range(10..=60_000), global = true)]
     pub poll_interval_ms: u64,
 
     /// How long shutdown waits for in-flight deliveries, in milliseconds.
-    #[arg(long, env = "HERALD_SHUTDOWN_GRACE_MS", default_value_t = 10_000,
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE_MS", value_name = "HERALD_SHUTDOWN_GRACE_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(0..=600_000), global = true)]
     pub shutdown_grace_ms: u64,
 
     /// Wait before the first retry, in milliseconds. Later retries double it, up to 1 h.
-    #[arg(long, env = "HERALD_RETRY_BASE_MS", default_value_t = 5_000,
+    #[arg(long, env = "HERALD_RETRY_BASE_MS", value_name = "HERALD_RETRY_BASE_MS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
     pub retry_base_ms: u64,
 
     /// Database connection pool size.
-    #[arg(long, env = "HERALD_DB_POOL_SIZE", default_value_t = 16,
+    #[arg(long, env = "HERALD_DB_POOL_SIZE", value_name = "HERALD_DB_POOL_SIZE", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(2..=1_000), global = true)]
     pub db_pool_size: u32,
 }

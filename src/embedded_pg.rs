@@ -49,11 +49,12 @@ impl EmbeddedPostgres {
             .await
             .context("initdb failed")?;
         }
-        if pg.connect("postgres").await.is_ok() {
+        if pg.adopt_running_server().await {
             tracing::info!("adopting the embedded PostgreSQL left running by an earlier Herald");
         } else {
             pg.clear_stale_lock_files();
-            let log = data_dir.join("postgres.log");
+            // Inside the cluster folder, which the postgres user owns and can write.
+            let log = pg.pgdata.join("server.log");
             let opts = format!(
                 "-c listen_addresses='' -k {} -c unix_socket_permissions=0700 -c max_connections=200",
                 path_str(&pg.socket_dir)?
@@ -101,18 +102,37 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
-    /// A `postmaster.pid` whose process is gone (or is no longer PostgreSQL, after
-    /// a reboot recycled the pid) would make `pg_ctl start` refuse to start.
+    /// True when a server from an earlier run answers on our socket. A server that
+    /// is still going away (its lock file names a live process, but it refuses
+    /// connections) gets a few seconds to finish before we start a new one.
+    async fn adopt_running_server(&self) -> bool {
+        for _ in 0..20 {
+            if self.connect("postgres").await.is_ok() {
+                return true;
+            }
+            if self.lock_holder().is_none() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        false
+    }
+
+    /// The live PostgreSQL process named by `postmaster.pid`, if any.
+    fn lock_holder(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.pgdata.join("postmaster.pid")).ok()?;
+        let pid = text.lines().next()?.trim().parse::<i32>().ok()?;
+        is_live_postgres(pid).then_some(pid)
+    }
+
+    /// A lock file whose process is gone (or is no longer PostgreSQL, after a reboot
+    /// recycled the pid) would make `pg_ctl start` refuse to start.
     fn clear_stale_lock_files(&self) {
         let candidates = [self.pgdata.join("postmaster.pid"), self.socket_dir.join(".s.PGSQL.5432.lock")];
         for lock in candidates {
             let Ok(text) = std::fs::read_to_string(&lock) else { continue };
             let pid = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok());
-            let alive = pid.is_some_and(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|comm| comm.trim().starts_with("postgres"))
-            });
-            if !alive {
+            if !pid.is_some_and(is_live_postgres) {
                 tracing::warn!(file = %lock.display(), "removing a stale PostgreSQL lock file");
                 let _ = std::fs::remove_file(&lock);
             }
@@ -160,6 +180,14 @@ impl EmbeddedPostgres {
         }
         Ok(())
     }
+}
+
+/// True when `pid` is a running (not zombie) PostgreSQL process.
+fn is_live_postgres(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // "pid (comm) state ...": the command is in parentheses, the state follows it.
+    let Some((comm, rest)) = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')')) else { return false };
+    comm.starts_with("postgres") && !rest.trim_start().starts_with(['Z', 'X'])
 }
 
 /// Finds `initdb` and `pg_ctl`: on PATH, or in Debian's versioned folders.
