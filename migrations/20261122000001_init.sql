@@ -96,7 +96,7 @@ CREATE TABLE invocation_logs (
     response_body    text,
     error            text
 );
-CREATE INDEX invocation_logs_event_log ON invocation_logs (event_log_id, attempt);
+CREATE INDEX invocation_logs_event_log ON invocation_logs (event_log_id, started_at);
 
 -- Hot, churning tables: vacuum them early so the partial indexes stay small.
 ALTER TABLE event_logs SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);

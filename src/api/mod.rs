@@ -2,6 +2,7 @@
 //! thin: they authenticate, call the engine and map its errors to statuses.
 
 pub mod health;
+pub mod logs;
 pub mod queue;
 pub mod triggers;
 
@@ -37,6 +38,7 @@ pub fn routes(max_body_bytes: usize) -> Router<AppState> {
         .merge(health::routes())
         .merge(queue::routes())
         .merge(triggers::routes())
+        .merge(logs::routes())
         // The handlers read the body themselves, up to this limit, so that an
         // oversize body gets a JSON 413 like every other error.
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))

@@ -4,6 +4,7 @@
 
 pub mod deliver;
 pub mod dispatch;
+pub mod logs;
 pub mod projects;
 pub mod queue;
 pub mod retry;

@@ -445,7 +445,7 @@ pub async fn invocations(pool: &PgPool, log_id: Uuid) -> Result<Vec<Invocation>,
     }
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, started_at, duration_ms, status_code, request_headers, request_body, response_body, error
-         FROM invocation_logs WHERE event_log_id = $1 ORDER BY attempt, started_at",
+         FROM invocation_logs WHERE event_log_id = $1 ORDER BY started_at, attempt",
     )
     .bind(log_id)
     .fetch_all(pool)
@@ -463,4 +463,119 @@ pub async fn invocations(pool: &PgPool, log_id: Uuid) -> Result<Vec<Invocation>,
             error: r.error,
         })
         .collect())
+}
+
+/// Filters of the history list; every field is optional.
+#[derive(Clone, Debug, Default)]
+pub struct LogFilter {
+    pub status: Option<Status>,
+    pub trigger: Option<String>,
+    pub event_type: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Keyset position: rows strictly older than this (created_at, id).
+    pub before: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+/// The history, newest first, served by `event_logs_history`.
+pub async fn list_logs(pool: &PgPool, project: &str, f: &LogFilter) -> Result<Vec<EventLog>, sqlx::Error> {
+    let rows: Vec<EventLogRow> = sqlx::query_as(&format!(
+        "{LOG_SELECT}
+         WHERE l.project = $1
+           AND ($2::text IS NULL OR l.status = $2)
+           AND ($3::text IS NULL OR l.trigger_name = $3)
+           AND ($4::text IS NULL OR e.type = $4)
+           AND ($5::timestamptz IS NULL OR l.created_at >= $5)
+           AND ($6::timestamptz IS NULL OR l.created_at < $6)
+           AND ($7::timestamptz IS NULL OR (l.created_at, l.id) < ($7, $8))
+         ORDER BY l.created_at DESC, l.id DESC
+         LIMIT $9"
+    ))
+    .bind(project)
+    .bind(f.status.map(Status::as_str))
+    .bind(&f.trigger)
+    .bind(&f.event_type)
+    .bind(f.from)
+    .bind(f.to)
+    .bind(f.before.map(|b| b.0))
+    .bind(f.before.map(|b| b.1))
+    .bind(f.limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(EventLog::from).collect())
+}
+
+/// Makes an ended, scheduled or pending event log due now with a fresh set of
+/// attempts. Returns the status it had, or `None` if there is no such event log.
+/// A log in `processing` is left alone and its status returned.
+pub async fn redeliver(pool: &PgPool, project: &str, id: Uuid) -> Result<Option<Status>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let before: Option<String> =
+        sqlx::query_scalar("SELECT status FROM event_logs WHERE project = $1 AND id = $2 FOR UPDATE")
+            .bind(project)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(before) = before.as_deref().and_then(Status::parse) else { return Ok(None) };
+    if before != Status::Processing {
+        sqlx::query(
+            "UPDATE event_logs SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,
+                    lease_until = NULL, leased_by = NULL, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(Some(before))
+}
+
+/// Cancels a scheduled or pending event log. Returns the status it had, or `None`
+/// if there is no such event log; only scheduled and pending ones change.
+pub async fn cancel(pool: &PgPool, project: &str, id: Uuid) -> Result<Option<Status>, sqlx::Error> {
+    let before: Option<String> = sqlx::query_scalar(
+        "WITH old AS (SELECT id, status FROM event_logs WHERE project = $1 AND id = $2 FOR UPDATE),
+              upd AS (UPDATE event_logs l SET status = 'cancelled', last_error = 'cancelled by an operator',
+                             updated_at = now()
+                      FROM old WHERE l.id = old.id AND old.status IN ('scheduled', 'pending'))
+         SELECT status FROM old",
+    )
+    .bind(project)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(before.as_deref().and_then(Status::parse))
+}
+
+/// Makes every failed event log of a trigger created in [from, to) due again with
+/// fresh attempts. Returns how many.
+pub async fn replay_failed(
+    pool: &PgPool,
+    project: &str,
+    trigger: &str,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let r = sqlx::query(
+        "UPDATE event_logs SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,
+                updated_at = now()
+         WHERE project = $1 AND trigger_name = $2 AND status = 'failed'
+           AND ($3::timestamptz IS NULL OR created_at >= $3)
+           AND ($4::timestamptz IS NULL OR created_at < $4)",
+    )
+    .bind(project)
+    .bind(trigger)
+    .bind(from)
+    .bind(to)
+    .execute(&mut *tx)
+    .await?;
+    if r.rows_affected() > 0 {
+        sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(r.rows_affected())
 }

@@ -1,0 +1,181 @@
+//! The management API: triggers, the history with filters and pagination,
+//! detail, redeliver, cancel, replay, and project isolation.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use common::{Herald, Receiver, Reply};
+use herald::engine::projects::Role;
+use herald::model::Status;
+use serde_json::json;
+use sqlx::PgPool;
+
+const API: &str = "/v1/api/default/eventing";
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn trigger_crud(pool: PgPool) {
+    let h = Herald::start(pool).await;
+    let (s, b) = h.post(&format!("{API}/triggers"), json!({"name": "a", "type": "t", "url": "http://x.test/"})).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!((b["retries"].as_i64(), b["timeoutMs"].as_i64(), b["source"].as_str()), (Some(3), Some(5000), Some("custom")));
+    let (s, b) = h.post(&format!("{API}/triggers"), json!({"name": "a", "type": "t", "url": "http://x.test/"})).await;
+    assert_eq!(s, 409, "{b}");
+    let put = h.http.put(format!("{}{API}/triggers/a", h.base)).json(&json!({"type": "u", "url": "https://y.test/", "retries": 0}));
+    let (s, b) = h.send(put).await;
+    assert_eq!((s, b["type"].as_str(), b["retries"].as_i64()), (200, Some("u"), Some(0)), "{b}");
+    let (s, b) = h.send(h.http.get(format!("{}{API}/triggers/a", h.base))).await;
+    assert_eq!((s, b["url"].as_str()), (200, Some("https://y.test/")));
+    let (s, b) = h.send(h.http.get(format!("{}{API}/triggers", h.base))).await;
+    assert_eq!((s, b["items"].as_array().unwrap().len()), (200, 1));
+    assert_eq!(h.send(h.http.get(format!("{}{API}/triggers/nope", h.base))).await.0, 404);
+    let (s, b) = h.post(&format!("{API}/triggers"), json!({"name": "b", "type": "t", "url": "http://x.test/", "bogus": 1})).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("bogus"), "{b}");
+}
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn history_filters_and_keyset_pages(pool: PgPool) {
+    let h = Herald::start(pool).await;
+    let rx = Receiver::start().await;
+    h.trigger("ok", "a", &rx.url("/ok"), json!({})).await;
+    h.trigger("later", "b", &rx.url("/later"), json!({})).await;
+    for i in 0..5 {
+        h.queue(json!({"type": "a", "data": i})).await;
+        h.queue(json!({"type": "b", "delay": 3600})).await;
+    }
+    let get = |q: String| h.send(h.http.get(format!("{}{API}/logs?{q}", h.base)));
+    let (s, b) = get("limit=4".into()).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["items"].as_array().unwrap().len(), 4);
+    // Walk every page: 10 rows, newest first, no repeats.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("limit=3&cursor={c}"),
+            None => "limit=3".into(),
+        };
+        let (_, page) = get(q).await;
+        for item in page["items"].as_array().unwrap() {
+            seen.push((item["createdAt"].as_str().unwrap().to_string(), item["id"].as_str().unwrap().to_string()));
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 10);
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(sorted.len(), 10);
+
+    let (_, b) = get("status=scheduled".into()).await;
+    assert_eq!(b["items"].as_array().unwrap().len(), 5);
+    assert!(b["items"].as_array().unwrap().iter().all(|i| i["trigger"] == "later" && i["type"] == "b"));
+    let (_, b) = get("trigger=ok&type=a".into()).await;
+    assert_eq!(b["items"].as_array().unwrap().len(), 5);
+    let (_, b) = get("from=2000-01-01T00:00:00Z&to=2001-01-01T00:00:00Z".into()).await;
+    assert_eq!(b["items"].as_array().unwrap().len(), 0);
+    let (s, b) = get("status=bogus".into()).await;
+    assert_eq!(s, 400);
+    assert!(b["error"].as_str().unwrap().contains("`status`"));
+}
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn detail_redeliver_cancel_and_replay(pool: PgPool) {
+    let h = Herald::start(pool).await;
+    let rx = Receiver::start().await;
+    rx.script([Reply::status(500)]);
+    h.trigger("t", "t", &rx.url("/x"), json!({"retries": 0})).await;
+    let (_, q) = h.queue(json!({"type": "t", "data": {"n": 1}})).await;
+    let event = q["eventId"].as_str().unwrap();
+    assert_eq!(h.settled(event).await, vec![Status::Failed]);
+    let id = h.logs(event).await[0].id;
+
+    let (s, d) = h.send(h.http.get(format!("{}{API}/logs/{id}", h.base))).await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["data"], json!({"n": 1}));
+    assert_eq!(d["status"], "failed");
+    assert_eq!(d["invocations"][0]["statusCode"], 500);
+    assert!(d["invocations"][0]["requestHeaders"]["webhook-signature"].as_str().unwrap().starts_with("v1,"));
+
+    // Redeliver: a fresh set of attempts; the receiver now answers 200.
+    let (s, d) = h.post(&format!("{API}/logs/{id}/redeliver"), json!({})).await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(h.settled(event).await, vec![Status::Processed]);
+    let (_, d) = h.send(h.http.get(format!("{}{API}/logs/{id}", h.base))).await;
+    assert_eq!(d["attempts"], 1);
+    assert_eq!(d["invocations"].as_array().unwrap().len(), 2);
+
+    // Cancel works on scheduled work only.
+    let (s, _) = h.post(&format!("{API}/logs/{id}/cancel"), json!({})).await;
+    assert_eq!(s, 409);
+    let (_, q) = h.queue(json!({"type": "t", "delay": 3600})).await;
+    let later = h.logs(q["eventId"].as_str().unwrap()).await[0].id;
+    let (s, d) = h.post(&format!("{API}/logs/{later}/cancel"), json!({})).await;
+    assert_eq!((s, d["status"].as_str()), (200, Some("cancelled")), "{d}");
+    assert_eq!(h.post(&format!("{API}/logs/00000000-0000-0000-0000-000000000000/cancel"), json!({})).await.0, 404);
+    assert_eq!(h.post(&format!("{API}/logs/not-a-uuid/redeliver"), json!({})).await.0, 404);
+
+    // Replay: every failed event log of the trigger in the window.
+    rx.script([Reply::status(500), Reply::status(500)]);
+    let (_, a) = h.queue(json!({"type": "t"})).await;
+    let (_, b) = h.queue(json!({"type": "t"})).await;
+    h.settled(a["eventId"].as_str().unwrap()).await;
+    h.settled(b["eventId"].as_str().unwrap()).await;
+    let (s, r) = h.post(&format!("{API}/triggers/t/replay"), json!({"from": "2000-01-01T00:00:00Z"})).await;
+    assert_eq!((s, r["replayed"].as_u64()), (200, Some(2)), "{r}");
+    assert_eq!(h.settled(a["eventId"].as_str().unwrap()).await, vec![Status::Processed]);
+    assert_eq!(h.settled(b["eventId"].as_str().unwrap()).await, vec![Status::Processed]);
+    assert_eq!(h.post(&format!("{API}/triggers/nope/replay"), json!({})).await.0, 404);
+}
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn no_route_crosses_projects(pool: PgPool) {
+    let h = Herald::start(pool).await;
+    let rx = Receiver::start().await;
+    h.trigger("t", "t", &rx.url("/x"), json!({})).await;
+    let (_, q) = h.queue(json!({"type": "t"})).await;
+    let log = h.logs(q["eventId"].as_str().unwrap()).await[0].id;
+    h.engine.create_project("other").await.unwrap();
+    let other = h.engine.create_api_key("other", Role::Admin, "t").await.unwrap();
+
+    // The other project's admin key, on default's routes: refused.
+    let routes = [
+        ("GET", format!("{API}/triggers")),
+        ("POST", format!("{API}/triggers")),
+        ("GET", format!("{API}/triggers/t")),
+        ("PUT", format!("{API}/triggers/t")),
+        ("DELETE", format!("{API}/triggers/t")),
+        ("POST", format!("{API}/triggers/t/replay")),
+        ("GET", format!("{API}/logs")),
+        ("GET", format!("{API}/logs/{log}")),
+        ("POST", format!("{API}/logs/{log}/redeliver")),
+        ("POST", format!("{API}/logs/{log}/cancel")),
+        ("POST", format!("{API}/queue")),
+        ("POST", format!("{API}/queue/batch")),
+        ("POST", "/v1/api/default/event-triggers/queue".to_string()),
+    ];
+    for (method, path) in &routes {
+        let req = h.http.request(method.parse().unwrap(), format!("{}{path}", h.base)).bearer_auth(&other).json(&json!({}));
+        assert_eq!(req.send().await.unwrap().status().as_u16(), 401, "{method} {path}");
+    }
+    // And on its own routes, it sees none of default's data.
+    let mine = "/v1/api/other/eventing";
+    let get = |p: String| h.http.get(format!("{}{p}", h.base)).bearer_auth(&other).send();
+    let b: serde_json::Value = get(format!("{mine}/logs")).await.unwrap().json().await.unwrap();
+    assert_eq!(b["items"].as_array().unwrap().len(), 0);
+    assert_eq!(get(format!("{mine}/logs/{log}")).await.unwrap().status().as_u16(), 404);
+    assert_eq!(get(format!("{mine}/triggers/t")).await.unwrap().status().as_u16(), 404);
+    let redeliver = h.http.post(format!("{}{mine}/logs/{log}/redeliver", h.base)).bearer_auth(&other).send();
+    assert_eq!(redeliver.await.unwrap().status().as_u16(), 404);
+    let cancel = h.http.post(format!("{}{mine}/logs/{log}/cancel", h.base)).bearer_auth(&other).send();
+    assert_eq!(cancel.await.unwrap().status().as_u16(), 404);
+    // Queueing type "t" into "other" reaches none of default's triggers.
+    let (s, b) = {
+        let r = h.http.post(format!("{}{mine}/queue", h.base)).bearer_auth(&other).json(&json!({"type": "t"})).send().await.unwrap();
+        (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+    };
+    assert_eq!((s, b["triggers"].as_u64()), (200, Some(0)));
+}
