@@ -179,3 +179,32 @@ async fn no_route_crosses_projects(pool: PgPool) {
     };
     assert_eq!((s, b["triggers"].as_u64()), (200, Some(0)));
 }
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn metrics_appear_after_deliveries(pool: PgPool) {
+    let h = Herald::start(pool).await;
+    let rx = Receiver::start().await;
+    rx.script([Reply::status(500)]);
+    h.trigger("metered", "metered", &rx.url("/x"), json!({"retries": 1})).await;
+    let (_, q) = h.queue(json!({"type": "metered"})).await;
+    assert_eq!(h.settled(q["eventId"].as_str().unwrap()).await, vec![Status::Processed]);
+    let resp = h.http.get(format!("{}/metrics", h.base)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.text().await.unwrap();
+    let value = |prefix: &str, labels: &[&str]| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix) && labels.iter().all(|lb| l.contains(lb)))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} {labels:?} in:\n{text}"))
+    };
+    let t = "trigger=\"metered\"";
+    assert_eq!(value("herald_deliveries_total", &[t, "outcome=\"retry\""]), 1.0);
+    assert_eq!(value("herald_deliveries_total", &[t, "outcome=\"processed\""]), 1.0);
+    assert!(value("herald_events_queued_total", &["project=\"default\""]) >= 1.0);
+    assert!(value("herald_attempt_duration_seconds_count", &["outcome=\"processed\""]) >= 1.0);
+    assert!(value("herald_delivery_lag_seconds_count", &[]) >= 1.0);
+    assert!(text.contains("herald_due_unclaimed "), "{text}");
+    assert!(text.contains("herald_deliveries_in_flight "), "{text}");
+    assert!(value("herald_db_pool_connections", &["state=\"max\""]) >= 1.0);
+}

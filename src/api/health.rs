@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::AppState;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }
 
 /// 200 while the process is up.
@@ -27,4 +27,24 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": format!("database unavailable: {e}")}))),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "database did not answer within 2 s"}))),
     }
+}
+
+/// Prometheus text format. Database gauges are read now, so they are never stale.
+async fn metrics(State(state): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    use crate::metrics::{DB_POOL, DUE_UNCLAIMED, IN_FLIGHT};
+    let engine = &state.engine;
+    let count = crate::store::events::count_due_unclaimed(engine.pool());
+    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), count).await {
+        metrics::gauge!(DUE_UNCLAIMED).set(n as f64);
+    }
+    metrics::gauge!(IN_FLIGHT).set(engine.in_flight() as f64);
+    let pool = engine.pool();
+    let idle = pool.num_idle() as f64;
+    metrics::gauge!(DB_POOL, "state" => "idle").set(idle);
+    metrics::gauge!(DB_POOL, "state" => "active").set(pool.size() as f64 - idle);
+    metrics::gauge!(DB_POOL, "state" => "max").set(pool.options().get_max_connections() as f64);
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::handle().render(),
+    )
 }

@@ -207,6 +207,7 @@ impl Engine {
                 _ => tracing::warn!(log = %job.id, trigger = %job.trigger_name, attempt = attempt_no,
                     error = a.invocation.error.as_deref().unwrap_or(""), "delivery attempt failed"),
             }
+            record_metrics(&job, &next, &a.invocation, now);
             outcome.status_code = a.invocation.status_code;
             outcome.duration_ms = Some(a.invocation.duration_ms);
             outcome.response = a.response_json;
@@ -237,5 +238,22 @@ impl Engine {
             }
             job.attempts = attempt_no;
         }
+    }
+}
+
+fn record_metrics(job: &Job, next: &Next, inv: &crate::store::events::NewInvocation, now: chrono::DateTime<Utc>) {
+    use crate::metrics::{ATTEMPT_SECONDS, DELIVERIES, LAG_SECONDS};
+    let outcome = match next {
+        Next::Processed => "processed",
+        Next::Failed => "failed",
+        Next::Retry(_) | Next::RetryHeld { .. } => "retry",
+    };
+    metrics::counter!(DELIVERIES, "project" => job.project.clone(), "trigger" => job.trigger_name.clone(),
+        "outcome" => outcome)
+    .increment(1);
+    metrics::histogram!(ATTEMPT_SECONDS, "outcome" => outcome).record(inv.duration_ms as f64 / 1000.0);
+    if matches!(next, Next::Processed) {
+        let due = job.event_time.max(job.event_deliver_at);
+        metrics::histogram!(LAG_SECONDS).record((now - due).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
     }
 }

@@ -101,6 +101,7 @@ struct Inner {
 impl Engine {
     pub fn new(pool: PgPool, node_id: Uuid, config: EngineConfig) -> Self {
         let http = deliver::http_client(config.concurrency);
+        crate::metrics::handle();
         Engine(Arc::new(Inner {
             pool,
             node_id,
@@ -124,6 +125,11 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.0.config
+    }
+
+    /// Deliveries running on this node right now.
+    pub fn in_flight(&self) -> usize {
+        self.0.tasks.len()
     }
 
     /// Signals the dispatcher and all delivery loops to stop.

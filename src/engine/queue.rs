@@ -123,6 +123,10 @@ pub fn parse_event(body: &Value, now: DateTime<Utc>) -> Result<QueueRequest, Eng
     })
 }
 
+pub(crate) fn count_queued(project: &str, n: u64) {
+    metrics::counter!(crate::metrics::EVENTS_QUEUED, "project" => project.to_string()).increment(n);
+}
+
 impl Engine {
     /// Queues one event (SPEC §2). A synchronous one is delivered and waited for (SPEC §4).
     pub async fn queue(&self, project: &str, body: &Value) -> Result<QueueOutcome, EngineError> {
@@ -138,6 +142,7 @@ impl Engine {
         let mut tx = self.pool().begin().await?;
         let stored = store::enqueue(&mut tx, project, std::slice::from_ref(&req.event), None).await?;
         tx.commit().await?;
+        count_queued(project, 1);
         let s = stored.into_iter().next().ok_or_else(|| EngineError::Database(sqlx::Error::RowNotFound))?;
         Ok(QueueOutcome::Queued(Queued { event_id: s.event_id, deliver_at: s.deliver_at, triggers: s.log_ids.len() }))
     }
@@ -166,6 +171,7 @@ impl Engine {
         let mut tx = self.pool().begin().await?;
         let stored = store::enqueue(&mut tx, project, &parsed, None).await?;
         tx.commit().await?;
+        count_queued(project, stored.iter().filter(|s| !s.duplicate).count() as u64);
         Ok(stored
             .into_iter()
             .map(|s| Queued { event_id: s.event_id, deliver_at: s.deliver_at, triggers: s.log_ids.len() })

@@ -34,6 +34,7 @@ impl Engine {
         let mut tx = self.pool().begin().await?;
         let stored = store::enqueue(&mut tx, project, std::slice::from_ref(&event), Some(lease)).await?;
         tx.commit().await?;
+        super::queue::count_queued(project, 1);
         let stored = stored.into_iter().next().ok_or(EngineError::Database(sqlx::Error::RowNotFound))?;
         let event_id = stored.event_id;
         if stored.duplicate {

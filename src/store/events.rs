@@ -173,6 +173,8 @@ pub struct Job {
     pub event_type: String,
     pub data: Json<serde_json::Value>,
     pub event_time: DateTime<Utc>,
+    /// When the event was due; lag is measured from the later of this and `event_time`.
+    pub event_deliver_at: DateTime<Utc>,
     /// `None` when the trigger was deleted after the claim.
     pub url: Option<String>,
     pub retries: Option<i32>,
@@ -183,7 +185,7 @@ pub struct Job {
 }
 
 const JOB_COLUMNS: &str = "c.id, c.event_id, c.project, c.trigger_name, c.attempts,
-    e.type AS event_type, e.data, e.created_at AS event_time,
+    e.type AS event_type, e.data, e.created_at AS event_time, e.deliver_at AS event_deliver_at,
     t.url, t.retries, t.timeout_ms, t.headers, p.jwt_secret, p.signing_secret";
 const JOB_JOINS: &str = "JOIN events e ON e.id = c.event_id
     JOIN projects p ON p.id = c.project
@@ -234,6 +236,15 @@ pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Erro
          ORDER BY next_attempt_at LIMIT 1",
     )
     .fetch_optional(pool)
+    .await
+}
+
+/// How many event logs are due and not claimed by any node.
+pub async fn count_due_unclaimed(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM event_logs WHERE status IN ('scheduled', 'pending') AND next_attempt_at <= now()",
+    )
+    .fetch_one(pool)
     .await
 }
 

@@ -1,0 +1,44 @@
+//! Prometheus metrics. Counters and histograms are recorded where things happen;
+//! gauges that describe the database are read at scrape time.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const EVENTS_QUEUED: &str = "herald_events_queued_total";
+pub const DELIVERIES: &str = "herald_deliveries_total";
+pub const ATTEMPT_SECONDS: &str = "herald_attempt_duration_seconds";
+pub const LAG_SECONDS: &str = "herald_delivery_lag_seconds";
+pub const DUE_UNCLAIMED: &str = "herald_due_unclaimed";
+pub const IN_FLIGHT: &str = "herald_deliveries_in_flight";
+pub const DB_POOL: &str = "herald_db_pool_connections";
+
+/// The process-wide recorder, installed on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let seconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(ATTEMPT_SECONDS.into()), &seconds)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(LAG_SECONDS.into()), &seconds))
+            .expect("bucket lists are non-empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Tests start several engines in one process; only the first install wins,
+        // and every engine records into it.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(EVENTS_QUEUED, "Events stored by the queue API, by project.");
+    describe_counter!(DELIVERIES, "Delivery attempts by project, trigger and outcome (processed, retry, failed).");
+    describe_histogram!(ATTEMPT_SECONDS, Unit::Seconds, "Duration of one HTTP attempt.");
+    describe_histogram!(LAG_SECONDS, Unit::Seconds, "From when an event log was due to its successful delivery.");
+    describe_gauge!(DUE_UNCLAIMED, "Event logs that are due and not yet claimed by any node.");
+    describe_gauge!(IN_FLIGHT, "Deliveries running on this node.");
+    describe_gauge!(DB_POOL, "Database connections of this node, by state (active, idle, max).");
+}
