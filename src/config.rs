@@ -88,6 +88,19 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
     pub retry_base_ms: u64,
 
+    /// Refuse deliveries to loopback, private, link-local and cloud-metadata
+    /// addresses. Turn it on when people who are not operators can set webhook URLs.
+    #[arg(long, env = "HERALD_BLOCK_PRIVATE_NETWORKS", value_name = "HERALD_BLOCK_PRIVATE_NETWORKS",
+          default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new(), global = true)]
+    pub block_private_networks: bool,
+
+    /// Networks that stay reachable with the guard on, as comma-separated CIDRs
+    /// (e.g. 10.20.0.0/16,fd12::/16).
+    #[arg(long, env = "HERALD_ALLOWED_NETWORKS", value_name = "HERALD_ALLOWED_NETWORKS",
+          value_delimiter = ',', global = true)]
+    pub allowed_networks: Vec<ipnet::IpNet>,
+
     /// Database connection pool size.
     #[arg(long, env = "HERALD_DB_POOL_SIZE", value_name = "HERALD_DB_POOL_SIZE", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(2..=1_000), global = true)]
@@ -108,6 +121,9 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err("HERALD_DATA_DIR must not be empty".into());
+        }
+        if !self.allowed_networks.is_empty() && !self.block_private_networks {
+            return Err("HERALD_ALLOWED_NETWORKS only has an effect with HERALD_BLOCK_PRIVATE_NETWORKS=true".into());
         }
         if let Err(e) = self.log.parse::<tracing_subscriber::EnvFilter>() {
             return Err(format!("RUST_LOG is not a valid log filter: {e}"));

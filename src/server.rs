@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::api::{self, AppState};
 use crate::app::{shell, App};
 use crate::config::Config;
+use crate::engine::guard::NetworkGuard;
 use crate::engine::{EngineConfig, RetryPolicy};
 
 /// The node id: generated once and kept in the data folder (SPEC §3).
@@ -34,6 +35,7 @@ pub fn engine_config(c: &Config) -> EngineConfig {
         sync_timeout: c.sync_timeout(),
         shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
         retry: RetryPolicy { base: Duration::from_millis(c.retry_base_ms), ..RetryPolicy::default() },
+        network_guard: c.block_private_networks.then(|| NetworkGuard { allowed: c.allowed_networks.clone() }),
         ..EngineConfig::default()
     }
 }

@@ -256,3 +256,35 @@ async fn deleting_a_trigger_cancels_its_pending_logs(pool: PgPool) {
     let (_, reply) = h.queue(json!({"type": "t"})).await;
     assert_eq!(reply["triggers"], 0);
 }
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn the_ssrf_guard_refuses_private_addresses_at_delivery_time(pool: PgPool) {
+    use herald::engine::guard::NetworkGuard;
+    let mut config = common::test_config();
+    config.network_guard = Some(NetworkGuard::default());
+    let h = Herald::start_with(pool.clone(), config).await;
+    let rx = Receiver::start().await;
+    let port = rx.base.rsplit(':').next().unwrap().to_string();
+    // An IP literal, and a name that resolves to loopback: both refused, at once.
+    h.trigger("literal", "t", &rx.url("/x"), json!({"retries": 3})).await;
+    h.trigger("named", "t", &format!("http://localhost:{port}/x"), json!({"retries": 3})).await;
+    let (_, reply) = h.queue(json!({"type": "t"})).await;
+    let id = reply["eventId"].as_str().unwrap();
+    assert_eq!(h.settled(id).await, vec![Status::Failed, Status::Failed]);
+    assert_eq!(rx.count(), 0);
+    for log in h.logs(id).await {
+        assert_eq!(log.attempts, 1, "a refused address is not retried");
+        let inv = herald::store::events::invocations(&pool, log.id).await.unwrap();
+        let err = inv[0].error.as_deref().unwrap();
+        assert!(err.contains("HERALD_BLOCK_PRIVATE_NETWORKS"), "{err}");
+    }
+
+    // A network on the allow list gets through.
+    let mut config = common::test_config();
+    config.network_guard = Some(NetworkGuard { allowed: vec!["127.0.0.0/8".parse().unwrap()] });
+    h.engine.shutdown().await;
+    let allowed = Herald::start_with(pool, config).await;
+    let (_, reply) = allowed.queue(json!({"type": "t"})).await;
+    assert_eq!(allowed.settled(reply["eventId"].as_str().unwrap()).await, vec![Status::Processed, Status::Processed]);
+    assert_eq!(rx.count(), 2);
+}

@@ -1,6 +1,7 @@
 //! One delivery attempt: the CloudEvents body, the signatures, the HTTP POST and
 //! the verdict.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -12,6 +13,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use uuid::Uuid;
 
+use super::guard::{Blocked, GuardedResolver, NetworkGuard};
 use crate::store::events::{Job, NewInvocation};
 
 /// The most response body kept, and read, per attempt.
@@ -23,8 +25,12 @@ const RESERVED: [&str; 5] = ["content-type", "x-sc-token", "webhook-id", "webhoo
 
 /// The shared HTTP client: keep-alive pools, no redirects (a redirect is a failed
 /// attempt, never a silent POST to somewhere else).
-pub fn http_client(pool_size: usize) -> reqwest::Client {
-    reqwest::Client::builder()
+pub fn http_client(pool_size: usize, guard: Option<NetworkGuard>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder();
+    if let Some(guard) = guard {
+        builder = builder.dns_resolver(Arc::new(GuardedResolver(Arc::new(guard))));
+    }
+    builder
         .user_agent(concat!("Herald/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(pool_size)
@@ -97,7 +103,13 @@ fn is_sensitive(name: &str) -> bool {
 }
 
 /// Makes one attempt of `job`, bounded by `timeout` from connect to the last byte read.
-pub async fn attempt(http: &reqwest::Client, node_id: Uuid, job: &Job, timeout: Duration) -> Attempt {
+pub async fn attempt(
+    http: &reqwest::Client,
+    guard: Option<&NetworkGuard>,
+    node_id: Uuid,
+    job: &Job,
+    timeout: Duration,
+) -> Attempt {
     let body = serde_json::to_vec(&cloud_event(job, node_id)).expect("a JSON value always serialises");
     let now = Utc::now();
     let msg_id = job.id.to_string();
@@ -129,7 +141,7 @@ pub async fn attempt(http: &reqwest::Client, node_id: Uuid, job: &Job, timeout: 
 
     let started = Instant::now();
     let url = job.url.clone().unwrap_or_default();
-    let result = tokio::time::timeout(timeout, send(http, &url, headers, body.clone())).await;
+    let result = tokio::time::timeout(timeout, send(http, guard, &url, headers, body.clone())).await;
     let duration_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
     let mut inv = NewInvocation {
         started_at: now,
@@ -152,7 +164,9 @@ pub async fn attempt(http: &reqwest::Client, node_id: Uuid, job: &Job, timeout: 
         }
         Ok(Err(SendError::Http(e))) => {
             inv.error = Some(error_chain(&e));
-            (Verdict::Retryable { retry_after: None }, None)
+            // A connection the SSRF guard refused will be refused again: fail now.
+            let refused = source_chain(&e).any(|s| s.is::<Blocked>());
+            (if refused { Verdict::Fatal } else { Verdict::Retryable { retry_after: None } }, None)
         }
         Ok(Ok(resp)) => {
             inv.status_code = Some(resp.status.as_u16() as i32);
@@ -216,10 +230,26 @@ enum SendError {
     Http(reqwest::Error),
 }
 
-async fn send(http: &reqwest::Client, url: &str, headers: HeaderMap, body: Vec<u8>) -> Result<Response, SendError> {
+async fn send(
+    http: &reqwest::Client,
+    guard: Option<&NetworkGuard>,
+    url: &str,
+    headers: HeaderMap,
+    body: Vec<u8>,
+) -> Result<Response, SendError> {
     let url = reqwest::Url::parse(url).map_err(|e| SendError::Url(e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(SendError::Url(format!("unsupported scheme '{}'", url.scheme())));
+    }
+    // An IP literal never reaches the resolver, so the guard checks it here.
+    let literal = url
+        .host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|h| h.parse::<std::net::IpAddr>().ok());
+    if let (Some(guard), Some(ip)) = (guard, literal) {
+        if !guard.permits(ip) {
+            return Err(SendError::Url(Blocked { host: ip.to_string(), addrs: ip.to_string() }.to_string()));
+        }
     }
     let mut resp = http.post(url).headers(headers).body(body).send().await.map_err(SendError::Http)?;
     let status = resp.status();
@@ -240,17 +270,20 @@ async fn send(http: &reqwest::Client, url: &str, headers: HeaderMap, body: Vec<u
     Ok(Response { status, headers, body, truncated })
 }
 
+/// The causes of an error, outermost first.
+fn source_chain<'a>(e: &'a reqwest::Error) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(e), |s| s.source())
+}
+
 /// A reqwest error with its causes, e.g. "error sending request: connection refused".
 fn error_chain(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
+    for s in source_chain(e) {
         let text = s.to_string();
         if !msg.contains(&text) {
             msg.push_str(": ");
             msg.push_str(&text);
         }
-        source = s.source();
     }
     msg
 }

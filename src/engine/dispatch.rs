@@ -183,7 +183,8 @@ impl Engine {
         let timeout = Duration::from_millis(timeout_ms as u64);
         loop {
             let attempt_no = job.attempts + 1;
-            let a = deliver::attempt(&self.0.http, self.node_id(), &job, timeout).await;
+            let guard = self.config().network_guard.as_ref();
+            let a = deliver::attempt(&self.0.http, guard, self.node_id(), &job, timeout).await;
             let now = Utc::now();
             let next = match &a.verdict {
                 Verdict::Delivered => Next::Processed,

@@ -4,6 +4,7 @@
 
 pub mod deliver;
 pub mod dispatch;
+pub mod guard;
 pub mod logs;
 pub mod projects;
 pub mod queue;
@@ -64,6 +65,8 @@ pub struct EngineConfig {
     /// How long shutdown waits for in-flight deliveries.
     pub shutdown_grace: Duration,
     pub retry: RetryPolicy,
+    /// The SSRF guard; `None` lets deliveries reach any address.
+    pub network_guard: Option<guard::NetworkGuard>,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +79,7 @@ impl Default for EngineConfig {
             sync_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             retry: RetryPolicy::default(),
+            network_guard: None,
         }
     }
 }
@@ -100,7 +104,7 @@ struct Inner {
 
 impl Engine {
     pub fn new(pool: PgPool, node_id: Uuid, config: EngineConfig) -> Self {
-        let http = deliver::http_client(config.concurrency);
+        let http = deliver::http_client(config.concurrency, config.network_guard.clone());
         crate::metrics::handle();
         Engine(Arc::new(Inner {
             pool,

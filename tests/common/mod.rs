@@ -143,6 +143,7 @@ pub fn test_config() -> EngineConfig {
         sync_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(5),
         retry: RetryPolicy { base: Duration::from_millis(50), ..RetryPolicy::default() },
+        network_guard: None,
     }
 }
 
