@@ -93,7 +93,9 @@ async fn serve(config: &Config, engine: Engine) -> Result<()> {
         .with_context(|| format!("cannot listen on HERALD_ADDR {}", config.addr))?;
     tracing::info!(addr = %config.addr, node = %engine.node_id(), "Herald is serving on http://{}", config.addr);
     let shutdown = engine.shutdown_token();
-    let served = axum::serve(listener, server::router(state))
+    // Synchronous events may legitimately wait for the whole sync deadline.
+    let request_timeout = config.sync_timeout() + std::time::Duration::from_secs(10);
+    let served = axum::serve(listener, server::router(state, request_timeout))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");

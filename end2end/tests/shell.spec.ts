@@ -42,3 +42,20 @@ test('health endpoints answer', async ({ request }) => {
   expect(ready.status()).toBe(200);
   expect(await ready.json()).toEqual({ status: 'ready' });
 });
+
+test('pages carry security headers, and the CSP nonce lets hydration run', async ({ request }) => {
+  const resp = await request.get('/');
+  const headers = resp.headers();
+  expect(headers['x-frame-options']).toBe('DENY');
+  expect(headers['referrer-policy']).toBe('same-origin');
+  expect(headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+  const csp = headers['content-security-policy'];
+  const nonce = /'nonce-([^']+)'/.exec(csp)?.[1];
+  expect(nonce, csp).toBeTruthy();
+  expect(csp).not.toContain("script-src 'self' 'unsafe-inline'");
+  // Every inline script on the page carries the nonce.
+  const html = await resp.text();
+  const inline = [...html.matchAll(/<script(?![^>]*\bsrc=)([^>]*)>/g)].map((m) => m[1]);
+  expect(inline.length).toBeGreaterThan(0);
+  for (const attrs of inline) expect(attrs).toContain(`nonce="${nonce}"`);
+});

@@ -7,6 +7,8 @@ use leptos_router::StaticSegment;
 
 /// The HTML document the server renders around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    crate::server::page_security_headers();
     view! {
         <!DOCTYPE html>
         <html lang="en">

@@ -175,7 +175,7 @@ impl Herald {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = herald::server::router(state);
+        let app = herald::server::router(state, Duration::from_secs(60));
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Herald { engine, pool, base, key, http: reqwest::Client::new() }
     }
