@@ -38,6 +38,18 @@ pub enum ApiKeyCommand {
         #[arg(long, default_value = "cli")]
         name: String,
     },
+    /// List a project's API keys (never the keys themselves).
+    List {
+        #[arg(long, default_value = "default")]
+        project: String,
+    },
+    /// Revoke an API key by its id (see `list`).
+    Revoke {
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[arg(long)]
+        id: uuid::Uuid,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

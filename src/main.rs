@@ -67,6 +67,23 @@ async fn with_database(config: &Config, options: PgConnectOptions, command: Opti
             println!("{key}");
             Ok(())
         }
+        Command::ApiKey(ApiKeyCommand::List { project }) => {
+            println!("{:<36}  {:<6}  {:<12}  {:<20}  {:<20}  name", "id", "role", "prefix", "created", "last used");
+            for k in engine.list_api_keys(&project).await? {
+                let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "-".into())
+                };
+                let revoked = if k.revoked_at.is_some() { " (revoked)" } else { "" };
+                println!("{:<36}  {:<6}  {:<12}  {:<20}  {:<20}  {}{revoked}", k.id, k.role, k.prefix,
+                    when(Some(k.created_at)), when(k.last_used_at), k.name);
+            }
+            Ok(())
+        }
+        Command::ApiKey(ApiKeyCommand::Revoke { project, id }) => {
+            engine.revoke_api_key(&project, id).await?;
+            println!("revoked {id}");
+            Ok(())
+        }
         Command::Serve => serve(config, engine).await,
     };
     pool.close().await;

@@ -111,6 +111,19 @@ impl Engine {
         Ok(key)
     }
 
+    pub async fn list_api_keys(&self, project: &str) -> Result<Vec<store::projects::ApiKeyInfo>, EngineError> {
+        Ok(store::projects::list_api_keys(self.pool(), project).await?)
+    }
+
+    /// Revokes a key; it stops working at once.
+    pub async fn revoke_api_key(&self, project: &str, id: uuid::Uuid) -> Result<(), EngineError> {
+        if store::projects::revoke_api_key(self.pool(), project, id).await? {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound(format!("project '{project}' has no live API key {id}")))
+        }
+    }
+
     /// Checks a bearer token for a project: one of its API keys, or an HS256 JWT
     /// signed with its secret. Returns the role the token carries.
     pub async fn authenticate(&self, project: &str, token: Option<&str>) -> Result<Role, AuthError> {

@@ -74,3 +74,36 @@ pub async fn find_api_key(pool: &PgPool, key_hash: &[u8]) -> Result<Option<(Stri
     .fetch_optional(pool)
     .await
 }
+
+/// An API key as listed: never the key itself.
+#[derive(Clone, Debug, FromRow, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub role: String,
+    pub prefix: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn list_api_keys(pool: &PgPool, project: &str) -> Result<Vec<ApiKeyInfo>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, name, role, prefix, created_at, last_used_at, revoked_at FROM api_keys
+         WHERE project = $1 ORDER BY created_at",
+    )
+    .bind(project)
+    .fetch_all(pool)
+    .await
+}
+
+/// Revokes a live key. Returns false when the project has no such live key.
+pub async fn revoke_api_key(pool: &PgPool, project: &str, id: Uuid) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE project = $1 AND id = $2 AND revoked_at IS NULL")
+        .bind(project)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
