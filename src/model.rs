@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 /// Where a trigger's events come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     #[default]
@@ -36,6 +37,7 @@ impl Source {
 
 /// The life cycle of one (event, trigger) delivery. See SPEC §1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Scheduled,
@@ -79,6 +81,7 @@ impl Status {
 
 /// An event trigger: deliver events of `type` to `url`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Trigger {
     pub name: String,
@@ -88,13 +91,16 @@ pub struct Trigger {
     pub url: String,
     pub retries: i32,
     pub timeout_ms: i32,
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
     pub headers: serde_json::Map<String, serde_json::Value>,
     pub enabled: bool,
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
     pub options: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One row of the delivery history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EventLog {
     pub id: Uuid,
@@ -112,12 +118,14 @@ pub struct EventLog {
 
 /// One HTTP attempt of an event log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Invocation {
     pub id: Uuid,
     pub started_at: DateTime<Utc>,
     pub duration_ms: i32,
     pub status_code: Option<i32>,
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
     pub request_headers: serde_json::Value,
     pub request_body: String,
     pub response_body: Option<String>,

@@ -31,6 +31,13 @@ async fn trigger_crud(pool: PgPool) {
     let (s, b) = h.post(&format!("{API}/triggers"), json!({"name": "b", "type": "t", "url": "http://x.test/", "bogus": 1})).await;
     assert_eq!(s, 400, "{b}");
     assert!(b["error"].as_str().unwrap().contains("bogus"), "{b}");
+    let (s, b) = h.post(&format!("{API}/triggers"), json!({"name": "b", "type": "t", "url": "http://x.test/", "retries": 99})).await;
+    assert_eq!(s, 422, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("`retries`"), "{b}");
+    let (s, _) = h.post(&format!("{API}/triggers"), json!({"name": "b", "type": "t", "url": "http://x.test/", "retries": "3"})).await;
+    assert_eq!(s, 400, "a wrong type is a malformed body");
+    let big = json!({"name": "b", "type": "t", "url": format!("http://x.test/{}", "x".repeat(70_000))});
+    assert_eq!(h.post(&format!("{API}/triggers"), big).await.0, 413);
 }
 
 #[sqlx::test(migrator = "herald::store::MIGRATOR")]

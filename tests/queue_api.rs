@@ -103,7 +103,7 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing(pool: PgPool) {
     let (s, b) = h
         .post("/v1/api/default/eventing/triggers", json!({"name": "x", "type": "t", "url": "file:///etc/passwd"}))
         .await;
-    assert_eq!(s, 400);
+    assert_eq!(s, 422);
     assert!(b["error"].as_str().unwrap().contains("`url` must use http or https"), "{b}");
 }
 

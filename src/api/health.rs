@@ -14,11 +14,14 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up")))]
 /// 200 while the process is up.
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "The database answers"), (status = 503, description = "The database does not answer", body = crate::api::openapi::ErrorBody)))]
 /// 200 while the database answers, 503 otherwise.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(state.engine.pool());
@@ -29,6 +32,8 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 /// Prometheus text format. Database gauges are read now, so they are never stale.
 async fn metrics(State(state): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     use crate::metrics::{DB_POOL, DUE_UNCLAIMED, IN_FLIGHT};

@@ -26,6 +26,9 @@ fn log_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no event log {id}")))
 }
 
+#[utoipa::path(get, path = "/v1/api/{project}/eventing/logs", tag = "logs",
+    params(("project" = String, Path, description = "Project id"), crate::engine::logs::LogQuery), security(("bearer" = [])),
+    responses((status = 200, body = crate::engine::logs::LogPage), (status = 400, body = crate::api::openapi::ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     Path(project): Path<String>,
@@ -37,6 +40,8 @@ async fn list(
     Ok(Json(state.engine.list_logs(&project, query).await?))
 }
 
+#[utoipa::path(get, path = "/v1/api/{project}/eventing/logs/{id}", tag = "logs", params(("project" = String, Path, description = "Project id"), ("id" = String, Path, description = "Event log id")),
+    security(("bearer" = [])), responses((status = 200, body = crate::engine::logs::LogDetail), (status = 404, body = crate::api::openapi::ErrorBody)))]
 async fn detail(
     State(state): State<AppState>,
     Path((project, id)): Path<(String, String)>,
@@ -46,6 +51,9 @@ async fn detail(
     Ok(Json(state.engine.log_detail(&project, log_id(&id)?).await?))
 }
 
+#[utoipa::path(post, path = "/v1/api/{project}/eventing/logs/{id}/redeliver", tag = "logs", params(("project" = String, Path, description = "Project id"), ("id" = String, Path, description = "Event log id")),
+    security(("bearer" = [])), responses((status = 200, body = crate::engine::logs::LogDetail), (status = 404, body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "Being delivered right now, or its trigger was deleted", body = crate::api::openapi::ErrorBody)))]
 async fn redeliver(
     State(state): State<AppState>,
     Path((project, id)): Path<(String, String)>,
@@ -55,6 +63,9 @@ async fn redeliver(
     Ok(Json(state.engine.redeliver(&project, log_id(&id)?).await?))
 }
 
+#[utoipa::path(post, path = "/v1/api/{project}/eventing/logs/{id}/cancel", tag = "logs", params(("project" = String, Path, description = "Project id"), ("id" = String, Path, description = "Event log id")),
+    security(("bearer" = [])), responses((status = 200, body = crate::engine::logs::LogDetail), (status = 404, body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "Not scheduled or pending", body = crate::api::openapi::ErrorBody)))]
 async fn cancel(
     State(state): State<AppState>,
     Path((project, id)): Path<(String, String)>,
@@ -64,6 +75,9 @@ async fn cancel(
     Ok(Json(state.engine.cancel(&project, log_id(&id)?).await?))
 }
 
+#[utoipa::path(post, path = "/v1/api/{project}/eventing/triggers/{name}/replay", tag = "logs", params(("project" = String, Path, description = "Project id"), ("name" = String, Path, description = "Trigger name")),
+    request_body(content = crate::api::openapi::ReplayBody, description = "Optional time window"), security(("bearer" = [])),
+    responses((status = 200, description = "{\"replayed\": n}"), (status = 404, body = crate::api::openapi::ErrorBody)))]
 /// Body (optional): `{"from": "<RFC 3339>", "to": "<RFC 3339>"}`.
 async fn replay(
     State(state): State<AppState>,

@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod logs;
+pub mod openapi;
 pub mod queue;
 pub mod triggers;
 
@@ -39,6 +40,7 @@ pub fn routes(max_body_bytes: usize) -> Router<AppState> {
         .merge(queue::routes())
         .merge(triggers::routes())
         .merge(logs::routes())
+        .merge(openapi::routes())
         // The handlers read the body themselves, up to this limit, so that an
         // oversize body gets a JSON 413 like every other error.
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))

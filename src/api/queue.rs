@@ -18,10 +18,21 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/api/{project}/eventing/queue", post(queue))
         // The path the seeds also use.
-        .route("/v1/api/{project}/event-triggers/queue", post(queue))
+        .route("/v1/api/{project}/event-triggers/queue", post(queue_alias))
         .route("/v1/api/{project}/eventing/queue/batch", post(queue_batch))
 }
 
+#[utoipa::path(post, path = "/v1/api/{project}/eventing/queue", tag = "queue", params(("project" = String, Path, description = "Project id")),
+    request_body = crate::api::openapi::QueueBody, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Queued (or, when synchronous, delivered)", body = crate::engine::queue::Queued),
+        (status = 400, description = "Bad input", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or bad token", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "Unknown project, or no trigger for a synchronous event", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::api::openapi::ErrorBody),
+        (status = 502, description = "Synchronous: every delivery failed"),
+        (status = 504, description = "Synchronous: the deadline passed"),
+    ))]
 async fn queue(
     State(state): State<AppState>,
     Path(project): Path<String>,
@@ -44,6 +55,13 @@ async fn queue(
     })
 }
 
+#[utoipa::path(post, path = "/v1/api/{project}/eventing/queue/batch", tag = "queue", params(("project" = String, Path, description = "Project id")),
+    request_body = crate::api::openapi::BatchBody, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "All queued, in one transaction", body = crate::api::openapi::BatchReply),
+        (status = 400, description = "A bad event; the message gives its index", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or bad token", body = crate::api::openapi::ErrorBody),
+    ))]
 async fn queue_batch(
     State(state): State<AppState>,
     Path(project): Path<String>,
@@ -54,4 +72,24 @@ async fn queue_batch(
     let body = json_body(body, state.max_body_bytes)?;
     let queued = state.engine.queue_batch(&project, &body).await?;
     Ok(Json(json!({"events": queued})).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/api/{project}/event-triggers/queue", tag = "queue", description = "The same as /eventing/queue; the path the Space Cloud docs also use.", params(("project" = String, Path, description = "Project id")),
+    request_body = crate::api::openapi::QueueBody, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Queued (or, when synchronous, delivered)", body = crate::engine::queue::Queued),
+        (status = 400, description = "Bad input", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or bad token", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "Unknown project, or no trigger for a synchronous event", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::api::openapi::ErrorBody),
+        (status = 502, description = "Synchronous: every delivery failed"),
+        (status = 504, description = "Synchronous: the deadline passed"),
+    ))]
+async fn queue_alias(
+    state: State<AppState>,
+    project: Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    queue(state, project, headers, body).await
 }

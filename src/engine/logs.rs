@@ -13,7 +13,7 @@ use crate::store::events::{self as store, LogFilter};
 pub const MAX_PAGE: i64 = 500;
 
 /// One page of the history.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogPage {
     pub items: Vec<EventLog>,
@@ -22,17 +22,20 @@ pub struct LogPage {
 }
 
 /// An event log with its event data and every attempt.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogDetail {
     #[serde(flatten)]
     pub log: EventLog,
+    /// The event data.
+    #[schema(value_type = Object)]
     pub data: serde_json::Value,
     pub invocations: Vec<Invocation>,
 }
 
 /// The history query as a caller sends it (strings, as in a URL query).
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     pub status: Option<String>,
     pub trigger: Option<String>,

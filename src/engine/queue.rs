@@ -27,7 +27,7 @@ pub struct QueueRequest {
 }
 
 /// The reply to an asynchronous queue call.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Queued {
     pub event_id: Uuid,

@@ -11,7 +11,7 @@ pub const DB_TYPES: [&str; 3] = ["DB_INSERT", "DB_UPDATE", "DB_DELETE"];
 pub const FILE_TYPES: [&str; 2] = ["FILE_CREATE", "FILE_DELETE"];
 
 /// A trigger as a caller sends it: everything but `name`, `type` and `url` is optional.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TriggerInput {
     pub name: Option<String>,
@@ -21,8 +21,10 @@ pub struct TriggerInput {
     pub url: Option<String>,
     pub retries: Option<i64>,
     pub timeout_ms: Option<i64>,
+    #[schema(value_type = Option<Object>)]
     pub headers: Option<serde_json::Map<String, serde_json::Value>>,
     pub enabled: Option<bool>,
+    #[schema(value_type = Option<Object>)]
     pub options: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
