@@ -25,6 +25,19 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Manage Mission Control accounts.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Set a password (creating the account if needed). The password is read from
+    /// HERALD_ADMIN_PASSWORD, or else from the first line of standard input.
+    SetPassword {
+        #[arg(long, env = "HERALD_ADMIN_USER", default_value = "admin")]
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +125,15 @@ pub struct Config {
     #[arg(long, env = "HERALD_ALLOWED_NETWORKS", value_name = "HERALD_ALLOWED_NETWORKS",
           value_delimiter = ',', global = true)]
     pub allowed_networks: Vec<ipnet::IpNet>,
+
+    /// Mission Control's first account, created on the first start.
+    #[arg(long, env = "HERALD_ADMIN_USER", value_name = "HERALD_ADMIN_USER", default_value = "admin", global = true)]
+    pub admin_user: String,
+
+    /// The first account's password. Unset: a password is generated and printed once.
+    #[arg(long, env = "HERALD_ADMIN_PASSWORD", value_name = "HERALD_ADMIN_PASSWORD", hide_env_values = true,
+          global = true)]
+    pub admin_password: Option<String>,
 
     /// Database connection pool size.
     #[arg(long, env = "HERALD_DB_POOL_SIZE", value_name = "HERALD_DB_POOL_SIZE", default_value_t = 16,

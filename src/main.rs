@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use herald::api::AppState;
-use herald::config::{ApiKeyCommand, Cli, Command, Config};
+use herald::config::{AdminCommand, ApiKeyCommand, Cli, Command, Config};
 use herald::embedded_pg::EmbeddedPostgres;
 use herald::engine::projects::Role;
 use herald::engine::Engine;
@@ -84,6 +84,20 @@ async fn with_database(config: &Config, options: PgConnectOptions, command: Opti
             println!("revoked {id}");
             Ok(())
         }
+        Command::Admin(AdminCommand::SetPassword { user }) => {
+            let password = match &config.admin_password {
+                Some(p) => p.clone(),
+                None => {
+                    eprintln!("new password for '{user}':");
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).context("cannot read the password")?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            engine.set_admin_password(&user, &password).await?;
+            println!("password of '{user}' set");
+            Ok(())
+        }
         Command::Serve => serve(config, engine).await,
     };
     pool.close().await;
@@ -97,6 +111,14 @@ async fn serve(config: &Config, engine: Engine) -> Result<()> {
         println!("  It is shown only this once; keep it somewhere safe:");
         println!();
         println!("      {key}");
+        println!();
+    }
+    if let Some(password) = engine.bootstrap_admin(&config.admin_user, config.admin_password.as_deref()).await? {
+        println!("  Mission Control account '{}' has the password (shown only this once):", config.admin_user);
+        println!();
+        println!("      {password}");
+        println!();
+        println!("  Change it with `herald admin set-password`.");
         println!();
     }
     let workers = engine.start();

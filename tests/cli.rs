@@ -9,17 +9,29 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 async fn herald(pool: &PgPool, args: &[&str]) -> (bool, String, String) {
+    herald_with(pool, args, &[], "").await
+}
+
+async fn herald_with(pool: &PgPool, args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
     let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await.unwrap();
     let socket = std::env::var("HERALD_TEST_PG_DIR").expect("run under scripts/with-postgres.sh");
     let url = format!("postgres:///{db}?host={socket}&user=postgres");
     let data = std::env::temp_dir().join(format!("herald-cli-{}", Uuid::new_v4()));
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(args)
         .env("DATABASE_URL", url)
         .env("HERALD_DATA_DIR", &data)
         .env("RUST_LOG", "warn")
-        .output()
+        .env_remove("HERALD_ADMIN_PASSWORD")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
     let _ = std::fs::remove_dir_all(&data);
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
@@ -66,4 +78,33 @@ fn bad_settings_stop_start_up_naming_the_setting() {
     assert!(run(("DATABASE_URL", "mysql://x")).contains("DATABASE_URL"));
     assert!(run(("HERALD_BLOCK_PRIVATE_NETWORKS", "maybe")).contains("HERALD_BLOCK_PRIVATE_NETWORKS"));
     assert!(run(("HERALD_ALLOWED_NETWORKS", "10.0.0.0/33")).contains("HERALD_ALLOWED_NETWORKS"));
+}
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn admin_passwords(pool: PgPool) {
+    let engine = Engine::new(pool.clone(), Uuid::new_v4(), Default::default());
+    // First start: a generated password, shown once; a second start changes nothing.
+    let generated = engine.bootstrap_admin("admin", None).await.unwrap().expect("a generated password");
+    assert!(engine.check_admin_password("admin", &generated).await.unwrap());
+    assert_eq!(engine.bootstrap_admin("admin", Some("ignored-now")).await.unwrap(), None);
+
+    let (ok, out, err) = herald_with(&pool, &["admin", "set-password"], &[], "a much better secret\n").await;
+    assert!(ok, "{err}");
+    assert!(out.contains("password of 'admin' set"));
+    assert!(engine.check_admin_password("admin", "a much better secret").await.unwrap());
+    assert!(!engine.check_admin_password("admin", &generated).await.unwrap());
+
+    let env = [("HERALD_ADMIN_PASSWORD", "from the environment"), ("HERALD_ADMIN_USER", "ops")];
+    let (ok, _, err) = herald_with(&pool, &["admin", "set-password"], &env, "").await;
+    assert!(ok, "{err}");
+    assert!(engine.check_admin_password("ops", "from the environment").await.unwrap());
+    assert!(!engine.check_admin_password("nobody", "from the environment").await.unwrap());
+
+    let (ok, _, err) = herald_with(&pool, &["admin", "set-password"], &[], "short\n").await;
+    assert!(!ok && err.contains("at least 8"), "{err}");
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM admins WHERE username = 'admin'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$"));
 }

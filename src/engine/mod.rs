@@ -2,6 +2,7 @@
 //! events. It knows nothing about HTTP handlers or the UI; the API and the UI's
 //! server functions both call it.
 
+pub mod admins;
 pub mod deliver;
 pub mod dispatch;
 pub mod guard;

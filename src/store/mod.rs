@@ -1,5 +1,6 @@
 //! Every SQL statement Herald runs, one file per table group.
 
+pub mod admins;
 pub mod events;
 pub mod projects;
 pub mod triggers;

@@ -1,0 +1,97 @@
+//! Mission Control accounts: argon2id password hashes, the first-start admin,
+//! and password checks.
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+
+use super::{Engine, EngineError};
+use crate::store;
+
+pub const MIN_PASSWORD: usize = 8;
+const MAX_PASSWORD: usize = 1024;
+/// Verified against when the user does not exist, to take the same time.
+const DECOY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0n4HfWmRZS7kJ8YqHu8y0b3iJ3n0j5xjK6d1sWvQ7b8";
+
+fn validate_username(user: &str) -> Result<(), EngineError> {
+    let ok = (1..=64).contains(&user.len())
+        && user.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::Invalid(format!(
+            "user name '{user}' is invalid: use 1 to 64 letters, digits, '_', '.', '@' or '-'"
+        )))
+    }
+}
+
+fn hash_password(password: &str) -> Result<String, EngineError> {
+    let n = password.chars().count();
+    if n < MIN_PASSWORD {
+        return Err(EngineError::Invalid(format!("the password must have at least {MIN_PASSWORD} characters")));
+    }
+    if password.len() > MAX_PASSWORD {
+        return Err(EngineError::Invalid(format!("the password must be at most {MAX_PASSWORD} bytes")));
+    }
+    let salt = SaltString::generate(&mut OsRng);
+    // Argon2::default() is argon2id with the OWASP-recommended parameters.
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| EngineError::Invalid(format!("cannot hash the password: {e}")))
+}
+
+impl Engine {
+    /// Sets (or creates the account with) a password.
+    pub async fn set_admin_password(&self, user: &str, password: &str) -> Result<(), EngineError> {
+        validate_username(user)?;
+        let hash = hash_password(password)?;
+        Ok(store::admins::upsert(self.pool(), user, &hash).await?)
+    }
+
+    /// On the first start, creates the admin account. The password comes from the
+    /// caller (HERALD_ADMIN_PASSWORD) or is generated and returned, to be shown once.
+    pub async fn bootstrap_admin(&self, user: &str, password: Option<&str>) -> Result<Option<String>, EngineError> {
+        if store::admins::exists_any(self.pool()).await? {
+            return Ok(None);
+        }
+        validate_username(user)?;
+        let generated: Option<String> = match password {
+            Some(_) => None,
+            None => Some(rand::thread_rng().sample_iter(&Alphanumeric).take(20).map(char::from).collect()),
+        };
+        let password = password.or(generated.as_deref()).unwrap_or_default();
+        let created = store::admins::insert_first(self.pool(), user, &hash_password(password)?).await?;
+        Ok(if created { generated } else { None })
+    }
+
+    /// True when the user exists and the password is right. Unknown users cost the
+    /// same hashing work, so timing does not reveal which names exist.
+    pub async fn check_admin_password(&self, user: &str, password: &str) -> Result<bool, EngineError> {
+        let stored = store::admins::password_hash(self.pool(), user).await?;
+        let known = stored.is_some();
+        let hash = stored.unwrap_or_else(|| DECOY.to_string());
+        let ok = PasswordHash::new(&hash)
+            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            .unwrap_or(false);
+        Ok(known && ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_argon2id_and_verify() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        let parsed = PasswordHash::new(&h).unwrap();
+        assert!(Argon2::default().verify_password(b"correct horse", &parsed).is_ok());
+        assert!(Argon2::default().verify_password(b"wrong horse", &parsed).is_err());
+        assert!(hash_password("short").unwrap_err().to_string().contains("at least 8"));
+        assert!(PasswordHash::new(DECOY).is_ok(), "the decoy must cost a real verification");
+    }
+}
