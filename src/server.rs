@@ -67,7 +67,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let ui = Router::new()
         .leptos_routes(&state, routes, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .layer(RequestBodyLimitLayer::new(state.max_body_bytes));
+        .layer(RequestBodyLimitLayer::new(state.max_body_bytes))
+        .layer(axum::middleware::from_fn(same_origin_only));
     let x_request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(api::routes(state.max_body_bytes))
@@ -107,5 +108,38 @@ pub fn page_security_headers() {
     );
     if let (Some(resp), Ok(value)) = (use_context::<leptos_axum::ResponseOptions>(), HeaderValue::from_str(&csp)) {
         resp.insert_header(header::CONTENT_SECURITY_POLICY, value);
+    }
+}
+
+/// CSRF protection for the UI, whose server functions are reached with the
+/// session cookie: a state-changing request must come from a page of this very
+/// origin. (The cookie is SameSite=Strict too; this guards older browsers and
+/// same-site subdomains.) The API is exempt: it authenticates with bearer tokens,
+/// which browsers never attach by themselves.
+async fn same_origin_only(req: Request<axum::body::Body>, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let source = req
+        .headers()
+        .get(header::ORIGIN)
+        .or_else(|| req.headers().get(header::REFERER))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| reqwest::Url::parse(v).ok());
+    let same = source.is_some_and(|u| {
+        let authority = match u.port() {
+            Some(p) => format!("{}:{p}", u.host_str().unwrap_or("")),
+            None => u.host_str().unwrap_or("").to_string(),
+        };
+        !host.is_empty() && authority.eq_ignore_ascii_case(host)
+    });
+    if same {
+        next.run(req).await
+    } else {
+        let msg = "cross-site request refused: the Origin header does not match this server";
+        (StatusCode::FORBIDDEN, axum::Json(serde_json::json!({"error": msg}))).into_response()
     }
 }
