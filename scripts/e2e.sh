@@ -10,6 +10,7 @@ data=$(mktemp -d /tmp/herald-e2e.XXXXXX)
 log="$data/herald.log"
 
 HERALD_ADDR="127.0.0.1:$port" HERALD_DATA_DIR="$data" LEPTOS_SITE_ROOT=target/site \
+  HERALD_ADMIN_PASSWORD="${HERALD_ADMIN_PASSWORD:-e2e-password}" \
   "$bin" >"$log" 2>&1 &
 pid=$!
 cleanup() {
@@ -27,7 +28,7 @@ curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "Herald did not be
 
 cd end2end
 set +e
-HERALD_URL="http://127.0.0.1:$port" npx playwright test
+HERALD_URL="http://127.0.0.1:$port" HERALD_ADMIN_PASSWORD="${HERALD_ADMIN_PASSWORD:-e2e-password}" npx playwright test
 status=$?
 set -e
 if [ $status -ne 0 ]; then echo "--- Herald log ---" >&2; tail -n 50 "$log" >&2; fi

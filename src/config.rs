@@ -135,6 +135,12 @@ pub struct Config {
           global = true)]
     pub admin_password: Option<String>,
 
+    /// Mark Mission Control's session cookie Secure. Turn it on when Herald is
+    /// served over https (directly or behind a proxy).
+    #[arg(long, env = "HERALD_SECURE_COOKIES", value_name = "HERALD_SECURE_COOKIES", default_value_t = false,
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), global = true)]
+    pub secure_cookies: bool,
+
     /// Database connection pool size.
     #[arg(long, env = "HERALD_DB_POOL_SIZE", value_name = "HERALD_DB_POOL_SIZE", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(2..=1_000), global = true)]

@@ -4,13 +4,12 @@
 //! - `app`: the Leptos UI.
 //! - `engine` (server only): queueing, dispatch, delivery, retries.
 //! - `store` (server only): every SQL statement.
-//! - `api` (server only): the HTTP handlers.
+//! - `api`: the HTTP handlers (server only) and the UI's server functions.
 
+pub mod api;
 pub mod app;
 pub mod model;
 
-#[cfg(feature = "ssr")]
-pub mod api;
 #[cfg(feature = "ssr")]
 pub mod config;
 #[cfg(feature = "ssr")]

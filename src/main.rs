@@ -126,6 +126,7 @@ async fn serve(config: &Config, engine: Engine) -> Result<()> {
         engine: engine.clone(),
         leptos_options: server::leptos_options(config.addr),
         max_body_bytes: config.max_body_bytes as usize,
+        secure_cookies: config.secure_cookies,
     };
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
@@ -134,7 +135,8 @@ async fn serve(config: &Config, engine: Engine) -> Result<()> {
     let shutdown = engine.shutdown_token();
     // Synchronous events may legitimately wait for the whole sync deadline.
     let request_timeout = config.sync_timeout() + std::time::Duration::from_secs(10);
-    let served = axum::serve(listener, server::router(state, request_timeout))
+    let app = server::router(state, request_timeout).await?;
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");

@@ -6,7 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
+use std::sync::Arc;
+
 use axum::Router;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+use tower_sessions_sqlx_store::PostgresStore;
+
+use crate::api::ui::LoginThrottle;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -61,16 +68,26 @@ pub fn leptos_options(addr: std::net::SocketAddr) -> LeptosOptions {
 
 /// The whole HTTP application: the API, Mission Control, and the layers every
 /// request goes through (request ids, logging, time and size limits, headers).
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+///
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: sign-in
+/// throttling is per source address.
+pub async fn router(state: AppState, request_timeout: Duration) -> Result<Router> {
     let routes = generate_route_list(App);
     let options = state.leptos_options.clone();
+    let engine = state.engine.clone();
+    let throttle = Arc::new(LoginThrottle::default());
+    let context = move || {
+        leptos::prelude::provide_context(engine.clone());
+        leptos::prelude::provide_context(throttle.clone());
+    };
     let ui = Router::new()
-        .leptos_routes(&state, routes, move || shell(options.clone()))
+        .leptos_routes_with_context(&state, routes, context, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(sessions(&state).await?)
         .layer(RequestBodyLimitLayer::new(state.max_body_bytes))
         .layer(axum::middleware::from_fn(same_origin_only));
     let x_request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    Ok(Router::new()
         .merge(api::routes(state.max_body_bytes))
         .merge(ui)
         .with_state(state)
@@ -93,7 +110,26 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
                     header::REFERRER_POLICY,
                     HeaderValue::from_static("same-origin"),
                 )),
-        )
+        ))
+}
+
+/// Mission Control sessions, stored in PostgreSQL: HttpOnly, SameSite=Strict
+/// cookies that end after 12 h without use.
+async fn sessions(state: &AppState) -> Result<SessionManagerLayer<PostgresStore>> {
+    let store = PostgresStore::new(state.engine.pool().clone());
+    store.migrate().await.context("cannot create the session table")?;
+    let sweeper = store.clone();
+    use tower_sessions::session_store::ExpiredDeletion;
+    tokio::spawn(async move {
+        // Expired sessions are removed hourly; failures only delay the clean-up.
+        let _ = sweeper.continuously_delete_expired(tokio::time::Duration::from_secs(3600)).await;
+    });
+    Ok(SessionManagerLayer::new(store)
+        .with_name("herald_session")
+        .with_http_only(true)
+        .with_same_site(SameSite::Strict)
+        .with_secure(state.secure_cookies)
+        .with_expiry(Expiry::OnInactivity(tower_sessions::cookie::time::Duration::hours(12))))
 }
 
 /// Sets the Content-Security-Policy of a UI page. Scripts must be ours or carry

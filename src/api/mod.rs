@@ -1,125 +1,21 @@
-//! The HTTP surface: the queue API, trigger management and health. Handlers are
-//! thin: they authenticate, call the engine and map its errors to statuses.
+//! The HTTP surface. REST handlers (server only) are thin: they authenticate,
+//! call the engine and map its errors to statuses. `ui` holds Mission Control's
+//! server functions, which both the server and the browser build compile.
 
+pub mod ui;
+
+#[cfg(feature = "ssr")]
 pub mod health;
+#[cfg(feature = "ssr")]
 pub mod logs;
+#[cfg(feature = "ssr")]
 pub mod openapi;
+#[cfg(feature = "ssr")]
 pub mod queue;
+#[cfg(feature = "ssr")]
+mod rest;
+#[cfg(feature = "ssr")]
 pub mod triggers;
 
-use axum::extract::rejection::BytesRejection;
-use axum::extract::FromRef;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
-use bytes::Bytes;
-use leptos::config::LeptosOptions;
-use serde_json::{json, Value};
-
-use crate::engine::projects::{AuthError, Role};
-use crate::engine::{Engine, EngineError};
-
-/// Shared by every handler and by Leptos.
-#[derive(Clone)]
-pub struct AppState {
-    pub engine: Engine,
-    pub leptos_options: LeptosOptions,
-    pub max_body_bytes: usize,
-}
-
-impl FromRef<AppState> for LeptosOptions {
-    fn from_ref(s: &AppState) -> Self {
-        s.leptos_options.clone()
-    }
-}
-
-/// The API routes; Leptos adds the UI's.
-pub fn routes(max_body_bytes: usize) -> Router<AppState> {
-    Router::new()
-        .merge(health::routes())
-        .merge(queue::routes())
-        .merge(triggers::routes())
-        .merge(logs::routes())
-        .merge(openapi::routes())
-        // The handlers read the body themselves, up to this limit, so that an
-        // oversize body gets a JSON 413 like every other error.
-        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
-}
-
-/// An error reply: `{"error": "<message>"}` with a status.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": self.message}))).into_response()
-    }
-}
-
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
-        let status = match &e {
-            EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
-            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
-            EngineError::Conflict(_) => StatusCode::CONFLICT,
-            EngineError::Unavailable(source) => {
-                tracing::warn!(error = %source, "database unavailable");
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            EngineError::Database(source) => {
-                // Details stay in the server log; the caller gets a plain message.
-                tracing::error!(error = %source, "database error");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
-        ApiError::new(status, e.to_string())
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::UnknownProject(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
-            AuthError::Missing | AuthError::Invalid => ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()),
-            AuthError::Engine(e) => e.into(),
-        }
-    }
-}
-
-/// Checks the bearer token for `project` and that it carries `needed`.
-pub async fn authorize(state: &AppState, project: &str, headers: &HeaderMap, needed: Role) -> Result<Role, ApiError> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    let role = state.engine.authenticate(project, token).await?;
-    if needed == Role::Admin && role != Role::Admin {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "this API key may only queue events; an admin key is required"));
-    }
-    Ok(role)
-}
-
-/// Reads a JSON body, with a 413 for an oversize one and a 400 naming the problem.
-pub fn json_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Value, ApiError> {
-    let bytes = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the limit of {limit} bytes"))
-        } else {
-            ApiError::new(r.status(), r.body_text())
-        }
-    })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "the body is empty; send a JSON object"));
-    }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")))
-}
+#[cfg(feature = "ssr")]
+pub use rest::*;

@@ -1,9 +1,14 @@
 //! Mission Control: the shell, the router and the layout.
 
+mod pages;
+
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
-use leptos_router::components::{Route, Router, Routes, A};
-use leptos_router::StaticSegment;
+use leptos_router::components::{Redirect, Route, Router, Routes, A};
+use leptos_router::hooks::use_params_map;
+use leptos_router::{ParamSegment, StaticSegment};
+
+use crate::api::ui::{whoami, Logout};
 
 /// The HTML document the server renders around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -32,24 +37,63 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="herald" href="/pkg/herald.css"/>
         <Title text="Herald · Mission Control"/>
         <Router>
-            <Header/>
-            <main class="content">
-                <Routes fallback=|| view! { <NotFound/> }>
-                    <Route path=StaticSegment("") view=EventTriggers/>
-                    <Route path=StaticSegment("triggers") view=EventTriggers/>
-                    <Route path=StaticSegment("logs") view=EventLogs/>
-                </Routes>
-            </main>
-            <footer class="footer">"Herald " {env!("CARGO_PKG_VERSION")}</footer>
+            <Routes fallback=|| view! { <NotFound/> }>
+                <Route path=StaticSegment("login") view=pages::login::Login/>
+                <Route path=StaticSegment("") view=|| view! { <Redirect path="/p/default/triggers"/> }/>
+                <Route
+                    path=(StaticSegment("p"), ParamSegment("project"), StaticSegment("triggers"))
+                    view=|| view! { <Layout><pages::triggers::EventTriggers/></Layout> }
+                />
+                <Route
+                    path=(StaticSegment("p"), ParamSegment("project"), StaticSegment("logs"))
+                    view=|| view! { <Layout><EventLogs/></Layout> }
+                />
+            </Routes>
         </Router>
     }
 }
 
-/// The header: product name and navigation. On narrow screens the navigation
-/// folds behind a Menu button.
+/// The current project, from the URL.
+pub fn use_project() -> Memo<String> {
+    let params = use_params_map();
+    Memo::new(move |_| params.read().get("project").unwrap_or_else(|| "default".into()))
+}
+
+/// Header, navigation and footer around a page that needs a session: signed-out
+/// visitors are sent to the sign-in page.
 #[component]
-fn Header() -> impl IntoView {
+fn Layout(children: ChildrenFn) -> impl IntoView {
+    let user = Resource::new(|| (), |_| whoami());
+    let children = StoredValue::new(children);
+    view! {
+        <Suspense fallback=|| view! { <p class="busy">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match user.await {
+                    Ok(Some(name)) => view! {
+                        <Header user=name/>
+                        <main class="content">{children.read_value()()}</main>
+                        <footer class="footer">"Herald " {env!("CARGO_PKG_VERSION")}</footer>
+                    }.into_any(),
+                    _ => view! { <Redirect path="/login"/> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+/// The header: product name, navigation and the user. On narrow screens the
+/// navigation folds behind a Menu button.
+#[component]
+fn Header(user: String) -> impl IntoView {
     let (open, set_open) = signal(false);
+    let project = use_project();
+    let logout = ServerAction::<Logout>::new();
+    Effect::new(move |_| {
+        if logout.value().get().is_some() {
+            #[cfg(feature = "hydrate")]
+            let _ = window().location().set_href("/login");
+        }
+    });
     view! {
         <header class="header">
             <a class="brand" href="/">"Herald"<span class="brand-sub">" Mission Control"</span></a>
@@ -62,21 +106,13 @@ fn Header() -> impl IntoView {
                 "Menu"
             </button>
             <nav id="main-nav" class="nav" class:open=open>
-                <A href="/triggers">"Event Triggers"</A>
-                <A href="/logs">"Event Logs"</A>
+                <A href=move || format!("/p/{}/triggers", project.get())>"Event Triggers"</A>
+                <A href=move || format!("/p/{}/logs", project.get())>"Event Logs"</A>
+                <span class="project">"Project: " <strong>{move || project.get()}</strong></span>
+                <span class="user">{user}</span>
+                <button class="link" on:click=move |_| { logout.dispatch(Logout {}); }>"Sign out"</button>
             </nav>
         </header>
-    }
-}
-
-#[component]
-fn EventTriggers() -> impl IntoView {
-    view! {
-        <h1>"Event Triggers"</h1>
-        <p class="empty">
-            "An event trigger delivers every event of one type to a webhook URL, with retries. "
-            "Until this page can manage them, use the API: see the README."
-        </p>
     }
 }
 
@@ -84,14 +120,16 @@ fn EventTriggers() -> impl IntoView {
 fn EventLogs() -> impl IntoView {
     view! {
         <h1>"Event Logs"</h1>
-        <p class="empty">"The delivery history will appear here."</p>
+        <p class="empty">"The delivery history will appear here. Meanwhile, the API serves it: see the README."</p>
     }
 }
 
 #[component]
 fn NotFound() -> impl IntoView {
     view! {
-        <h1>"Page not found"</h1>
-        <p><a href="/">"Back to Event Triggers"</a></p>
+        <main class="content">
+            <h1>"Page not found"</h1>
+            <p><a href="/">"Back to Event Triggers"</a></p>
+        </main>
     }
 }

@@ -178,6 +178,17 @@ impl Engine {
         }
     }
 
+    /// Turns a trigger on or off; a disabled trigger receives nothing new.
+    pub async fn set_trigger_enabled(&self, project: &str, name: &str, enabled: bool) -> Result<(), EngineError> {
+        let mut t = self.get_trigger(project, name).await?;
+        t.enabled = enabled;
+        if store::triggers::update(self.pool(), project, &t).await? {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound(format!("no trigger named '{name}'")))
+        }
+    }
+
     /// Deletes a trigger and cancels its undelivered event logs. Returns how many.
     pub async fn delete_trigger(&self, project: &str, name: &str) -> Result<u64, EngineError> {
         store::triggers::delete(self.pool(), project, name)

@@ -172,10 +172,12 @@ impl Herald {
             engine: engine.clone(),
             leptos_options: herald::server::leptos_options("127.0.0.1:0".parse().unwrap()),
             max_body_bytes: 64 * 1024,
+            secure_cookies: false,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = herald::server::router(state, Duration::from_secs(60));
+        let app = herald::server::router(state, Duration::from_secs(60)).await.unwrap();
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Herald { engine, pool, base, key, http: reqwest::Client::new() }
     }

@@ -1,0 +1,34 @@
+import { expect, Page } from '@playwright/test';
+import http from 'node:http';
+import { AddressInfo } from 'node:net';
+
+export const PASSWORD = process.env.HERALD_ADMIN_PASSWORD ?? 'e2e-password';
+
+/** Signs in through the form; retries the click until hydration has attached the handler. */
+export async function signIn(page: Page) {
+  await page.goto('/login');
+  await page.getByLabel('User name').fill('admin');
+  await page.getByLabel('Password').fill(PASSWORD);
+  await expect(async () => {
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await expect(page).toHaveURL(/\/p\/default\/triggers/, { timeout: 1500 });
+  }).toPass({ timeout: 20_000 });
+  await expect(page.getByRole('heading', { level: 1, name: 'Event Triggers' })).toBeVisible();
+}
+
+/** A webhook receiver on loopback that answers {"response": ...}. */
+export async function startReceiver(answer: unknown): Promise<{ url: string; received: any[]; close: () => void }> {
+  const received: any[] = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      received.push(JSON.parse(body || 'null'));
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ response: answer }));
+    });
+  });
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}/hook`, received, close: () => server.close() };
+}

@@ -1,0 +1,306 @@
+//! Mission Control's server functions. Each one checks the session itself (they
+//! are public HTTP endpoints), calls the engine and maps its errors. No SQL here.
+
+use leptos::prelude::*;
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use serde::{Deserialize, Serialize};
+
+use crate::model::Trigger;
+
+/// The one error type of the UI's server functions. Internal details stay in the
+/// server log; the browser gets a plain message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AppError {
+    /// No session, or it expired.
+    SignedOut,
+    /// Bad input; `field` names the form field when known.
+    Invalid { field: Option<String>, message: String },
+    NotFound(String),
+    Conflict(String),
+    Server(String),
+}
+
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppError::SignedOut => write!(f, "you are signed out; sign in again"),
+            AppError::Invalid { message, .. } => write!(f, "{message}"),
+            AppError::NotFound(m) | AppError::Conflict(m) | AppError::Server(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
+impl FromServerFnError for AppError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        AppError::Server(value.to_string())
+    }
+}
+
+impl AppError {
+    /// The form field this error belongs to, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            AppError::Invalid { field, .. } => field.as_deref(),
+            AppError::Conflict(_) => Some("name"),
+            _ => None,
+        }
+    }
+}
+
+/// The Add/Edit form as typed, before validation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TriggerForm {
+    pub name: String,
+    pub source: String,
+    pub event_type: String,
+    pub url: String,
+    pub retries: String,
+    pub timeout_ms: String,
+    pub headers: Vec<(String, String)>,
+    pub enabled: bool,
+}
+
+/// One delivery of a synchronous event, as the Trigger modal shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryView {
+    pub trigger: String,
+    pub status: String,
+    pub status_code: Option<i64>,
+    pub duration_ms: Option<i64>,
+}
+
+/// What firing an event from the Trigger modal produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FireResult {
+    pub event_id: String,
+    pub synchronous: bool,
+    /// The webhook's `response`, pretty-printed (synchronous only).
+    pub result: Option<String>,
+    pub deliveries: Vec<DeliveryView>,
+    pub triggers: i64,
+    /// Set when every delivery failed or the deadline passed.
+    pub error: Option<String>,
+}
+
+#[server(endpoint = "login")]
+pub async fn login(user: String, password: String) -> Result<(), AppError> {
+    server::login(user, password).await
+}
+
+#[server(endpoint = "logout")]
+pub async fn logout() -> Result<(), AppError> {
+    let session = server::session().await?;
+    session.flush().await.map_err(server::internal)?;
+    Ok(())
+}
+
+/// The signed-in user, or `None`.
+#[server(endpoint = "whoami")]
+pub async fn whoami() -> Result<Option<String>, AppError> {
+    let session = server::session().await?;
+    session.get::<String>(server::USER_KEY).await.map_err(server::internal)
+}
+
+#[server(endpoint = "list_triggers")]
+pub async fn list_triggers(project: String) -> Result<Vec<Trigger>, AppError> {
+    let engine = server::signed_in().await?;
+    engine.list_triggers(&project).await.map_err(server::engine_error)
+}
+
+#[server(endpoint = "save_trigger", input = leptos::server_fn::codec::Json)]
+pub async fn save_trigger(project: String, form: TriggerForm, create: bool) -> Result<Trigger, AppError> {
+    let engine = server::signed_in().await?;
+    let input = server::trigger_input(form)?;
+    let saved = if create {
+        engine.create_trigger(&project, input).await
+    } else {
+        let name = input.name.clone().unwrap_or_default();
+        engine.update_trigger(&project, &name, input).await
+    };
+    saved.map_err(server::engine_error)
+}
+
+#[server(endpoint = "set_trigger_enabled")]
+pub async fn set_trigger_enabled(project: String, name: String, enabled: bool) -> Result<(), AppError> {
+    let engine = server::signed_in().await?;
+    engine.set_trigger_enabled(&project, &name, enabled).await.map_err(server::engine_error)
+}
+
+#[server(endpoint = "delete_trigger")]
+pub async fn delete_trigger(project: String, name: String) -> Result<(), AppError> {
+    let engine = server::signed_in().await?;
+    engine.delete_trigger(&project, &name).await.map(|_| ()).map_err(server::engine_error)
+}
+
+/// Fires an event as the queue API would, through the same engine.
+#[server(endpoint = "fire_event")]
+pub async fn fire_event(project: String, event_type: String, data: String, synchronous: bool) -> Result<FireResult, AppError> {
+    let engine = server::signed_in().await?;
+    server::fire(&engine, &project, event_type, &data, synchronous).await
+}
+
+#[cfg(feature = "ssr")]
+mod server {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use leptos::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::{AppError, DeliveryView, FireResult, TriggerForm};
+    use crate::engine::queue::QueueOutcome;
+    use crate::engine::sync::SyncStatus;
+    use crate::engine::triggers::TriggerInput;
+    use crate::engine::{Engine, EngineError};
+
+    pub const USER_KEY: &str = "user";
+
+    /// Failed sign-ins per source address: each one doubles the wait before the
+    /// next answer, up to 8 s, so guessing passwords is slow.
+    #[derive(Default)]
+    pub struct LoginThrottle(Mutex<HashMap<String, u32>>);
+
+    pub fn internal(e: impl std::fmt::Display) -> AppError {
+        tracing::error!(error = %e, "server function failed");
+        AppError::Server("something went wrong on the server; see its log".into())
+    }
+
+    /// Maps engine errors; an `Invalid` message starting with `field` names the field.
+    pub fn engine_error(e: EngineError) -> AppError {
+        match e {
+            EngineError::Invalid(message) => {
+                let field = message.strip_prefix('`').and_then(|m| m.split_once('`')).map(|(f, _)| f.to_string());
+                AppError::Invalid { field, message }
+            }
+            EngineError::NotFound(m) => AppError::NotFound(m),
+            EngineError::Conflict(m) => AppError::Conflict(m),
+            other => internal(other),
+        }
+    }
+
+    pub async fn session() -> Result<tower_sessions::Session, AppError> {
+        leptos_axum::extract::<tower_sessions::Session>().await.map_err(internal)
+    }
+
+    /// The engine, once the session is known to be signed in.
+    pub async fn signed_in() -> Result<Engine, AppError> {
+        let user = session().await?.get::<String>(USER_KEY).await.map_err(internal)?;
+        if user.is_none() {
+            return Err(AppError::SignedOut);
+        }
+        use_context::<Engine>().ok_or_else(|| internal("the engine is not in the server context"))
+    }
+
+    pub async fn login(user: String, password: String) -> Result<(), AppError> {
+        let engine = use_context::<Engine>().ok_or_else(|| internal("no engine in context"))?;
+        let throttle = use_context::<std::sync::Arc<LoginThrottle>>().ok_or_else(|| internal("no throttle"))?;
+        let source = leptos_axum::extract::<axum::extract::ConnectInfo<SocketAddr>>()
+            .await
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let failures = *throttle.0.lock().unwrap().get(&source).unwrap_or(&0);
+        if failures > 0 {
+            let wait = Duration::from_millis(250u64 << failures.min(5)).min(Duration::from_secs(8));
+            tokio::time::sleep(wait).await;
+        }
+        if !engine.check_admin_password(&user, &password).await.map_err(engine_error)? {
+            *throttle.0.lock().unwrap().entry(source).or_insert(0) += 1;
+            return Err(AppError::Invalid { field: None, message: "wrong user name or password".into() });
+        }
+        throttle.0.lock().unwrap().remove(&source);
+        let session = session().await?;
+        // A new session id on sign-in: a planted cookie cannot ride the new session.
+        session.cycle_id().await.map_err(internal)?;
+        session.insert(USER_KEY, user).await.map_err(internal)?;
+        Ok(())
+    }
+
+    pub fn trigger_input(form: TriggerForm) -> Result<TriggerInput, AppError> {
+        let number = |field: &str, label: &str, v: &str| -> Result<Option<i64>, AppError> {
+            if v.trim().is_empty() {
+                return Ok(None);
+            }
+            v.trim().parse().map(Some).map_err(|_| AppError::Invalid {
+                field: Some(field.into()),
+                message: format!("`{field}`: {label} must be a whole number"),
+            })
+        };
+        let mut headers = serde_json::Map::new();
+        for (k, v) in form.headers.into_iter().filter(|(k, v)| !(k.trim().is_empty() && v.trim().is_empty())) {
+            headers.insert(k.trim().to_string(), Value::String(v));
+        }
+        Ok(TriggerInput {
+            name: Some(form.name.trim().to_string()),
+            source: Some(if form.source.is_empty() { "custom".into() } else { form.source }),
+            event_type: Some(form.event_type.trim().to_string()),
+            url: Some(form.url.trim().to_string()),
+            retries: number("retries", "Retries", &form.retries)?,
+            timeout_ms: number("timeoutMs", "Timeout", &form.timeout_ms)?,
+            headers: Some(headers),
+            enabled: Some(form.enabled),
+            options: None,
+        })
+    }
+
+    pub async fn fire(
+        engine: &Engine,
+        project: &str,
+        event_type: String,
+        data: &str,
+        synchronous: bool,
+    ) -> Result<FireResult, AppError> {
+        let data: Value = if data.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(data).map_err(|e| AppError::Invalid {
+                field: Some("data".into()),
+                message: format!("the data is not valid JSON: {e}"),
+            })?
+        };
+        let body = json!({"type": event_type, "data": data, "isSynchronous": synchronous});
+        match engine.queue(project, &body).await.map_err(engine_error)? {
+            QueueOutcome::Queued(q) => Ok(FireResult {
+                event_id: q.event_id.to_string(),
+                synchronous: false,
+                result: None,
+                deliveries: vec![],
+                triggers: q.triggers as i64,
+                error: None,
+            }),
+            QueueOutcome::Sync(reply) => {
+                let b = reply.body;
+                let deliveries: Vec<DeliveryView> = b["deliveries"]
+                    .as_array()
+                    .map(|ds| {
+                        ds.iter()
+                            .map(|d| DeliveryView {
+                                trigger: d["trigger"].as_str().unwrap_or("").into(),
+                                status: d["status"].as_str().unwrap_or("").into(),
+                                status_code: d["statusCode"].as_i64(),
+                                duration_ms: d["durationMs"].as_i64(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok(FireResult {
+                    event_id: b["eventId"].as_str().unwrap_or("").into(),
+                    synchronous: true,
+                    result: b.get("result").map(|r| serde_json::to_string_pretty(r).unwrap_or_default()),
+                    triggers: deliveries.len() as i64,
+                    deliveries,
+                    error: (reply.status != SyncStatus::Ok).then(|| b["error"].as_str().unwrap_or("").to_string()),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(feature = "ssr")]
+pub use server::LoginThrottle;
