@@ -131,3 +131,37 @@ pub struct Invocation {
     pub response_body: Option<String>,
     pub error: Option<String>,
 }
+
+/// One page of the history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LogPage {
+    pub items: Vec<EventLog>,
+    /// Pass back as `cursor` for the next (older) page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// An event log with its event data and every attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LogDetail {
+    #[serde(flatten)]
+    pub log: EventLog,
+    /// The event data.
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub data: serde_json::Value,
+    pub invocations: Vec<Invocation>,
+}
+
+/// The history dashboard's header cards and chart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub now: DateTime<Utc>,
+    /// Count per status, in `Status::ALL` order.
+    pub counts: Vec<(Status, i64)>,
+    /// Start of each bucket, with processed and failed counts; empty buckets included.
+    pub buckets: Vec<(DateTime<Utc>, i64, i64)>,
+}

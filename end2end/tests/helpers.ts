@@ -17,13 +17,18 @@ export async function signIn(page: Page) {
 }
 
 /** A webhook receiver on loopback that answers {"response": ...}. */
-export async function startReceiver(answer: unknown): Promise<{ url: string; received: any[]; close: () => void }> {
+export async function startReceiver(answer: unknown, failFirst = 0): Promise<{ url: string; received: any[]; close: () => void }> {
   const received: any[] = [];
   const server = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c) => (body += c));
     req.on('end', () => {
       received.push(JSON.parse(body || 'null'));
+      if (received.length <= failFirst) {
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end('receiver is down');
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ response: answer }));
     });
@@ -31,4 +36,17 @@ export async function startReceiver(answer: unknown): Promise<{ url: string; rec
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
   const { port } = server.address() as AddressInfo;
   return { url: `http://127.0.0.1:${port}/hook`, received, close: () => server.close() };
+}
+
+/** Adds a trigger through the Add form. */
+export async function addTrigger(page: Page, name: string, type: string, url: string, retries: string) {
+  await page.getByRole('button', { name: 'Add', exact: true }).first().click();
+  const form = page.getByRole('form', { name: 'Trigger form' });
+  await form.getByLabel('Trigger Name').fill(name);
+  await form.getByLabel('Type').fill(type);
+  await form.getByLabel('Webhook URL').fill(url);
+  await form.getByText('Advanced settings').click();
+  await form.getByLabel('Retries').fill(retries);
+  await form.getByRole('button', { name: 'Save' }).click();
+  await expect(page.locator(`tr[data-trigger="${name}"]`)).toBeVisible();
 }

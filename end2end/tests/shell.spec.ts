@@ -58,6 +58,6 @@ test('a server function without a session is refused', async ({ request, baseURL
     form: { project: 'default' },
     headers: { Origin: baseURL! },
   });
-  expect(resp.ok()).toBe(false);
+  expect(resp.status()).toBe(401);
   expect(await resp.text()).toContain('SignedOut');
 });

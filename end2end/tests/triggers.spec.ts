@@ -5,7 +5,6 @@ test('add a trigger with a validation error, fix it, fire sync and async events,
   const receiver = await startReceiver({ greeting: 'hello from the receiver' });
   try {
     await signIn(page);
-    await page.screenshot({ path: 'test-results/screenshots/event-triggers-empty.png', fullPage: true });
 
     await page.getByRole('button', { name: 'Add', exact: true }).click();
     const form = page.getByRole('form', { name: 'Trigger form' });
@@ -59,7 +58,6 @@ test('add a trigger with a validation error, fix it, fire sync and async events,
     await row.getByRole('button', { name: 'Delete' }).click();
     await row.getByRole('button', { name: 'Confirm delete' }).click();
     await expect(row).toHaveCount(0);
-    await expect(page.getByText('An event trigger delivers every event')).toBeVisible();
   } finally {
     receiver.close();
   }

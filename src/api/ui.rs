@@ -6,7 +6,7 @@ use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};
 
-use crate::model::Trigger;
+use crate::model::{LogPage, Summary, Trigger};
 
 /// The one error type of the UI's server functions. Internal details stay in the
 /// server log; the browser gets a plain message.
@@ -89,59 +89,152 @@ pub struct FireResult {
 
 #[server(endpoint = "login")]
 pub async fn login(user: String, password: String) -> Result<(), AppError> {
-    server::login(user, password).await
+    server::respond(async move {
+        server::login(user, password).await
+    }
+    .await)
 }
 
 #[server(endpoint = "logout")]
 pub async fn logout() -> Result<(), AppError> {
-    let session = server::session().await?;
-    session.flush().await.map_err(server::internal)?;
-    Ok(())
+    server::respond(async move {
+        let session = server::session().await?;
+        session.flush().await.map_err(server::internal)?;
+        Ok(())
+    }
+    .await)
 }
 
 /// The signed-in user, or `None`.
 #[server(endpoint = "whoami")]
 pub async fn whoami() -> Result<Option<String>, AppError> {
-    let session = server::session().await?;
-    session.get::<String>(server::USER_KEY).await.map_err(server::internal)
+    server::respond(async move {
+        let session = server::session().await?;
+        session.get::<String>(server::USER_KEY).await.map_err(server::internal)
+    }
+    .await)
 }
 
 #[server(endpoint = "list_triggers")]
 pub async fn list_triggers(project: String) -> Result<Vec<Trigger>, AppError> {
-    let engine = server::signed_in().await?;
-    engine.list_triggers(&project).await.map_err(server::engine_error)
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        engine.list_triggers(&project).await.map_err(server::engine_error)
+    }
+    .await)
 }
 
 #[server(endpoint = "save_trigger", input = leptos::server_fn::codec::Json)]
 pub async fn save_trigger(project: String, form: TriggerForm, create: bool) -> Result<Trigger, AppError> {
-    let engine = server::signed_in().await?;
-    let input = server::trigger_input(form)?;
-    let saved = if create {
-        engine.create_trigger(&project, input).await
-    } else {
-        let name = input.name.clone().unwrap_or_default();
-        engine.update_trigger(&project, &name, input).await
-    };
-    saved.map_err(server::engine_error)
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        let input = server::trigger_input(form)?;
+        let saved = if create {
+            engine.create_trigger(&project, input).await
+        } else {
+            let name = input.name.clone().unwrap_or_default();
+            engine.update_trigger(&project, &name, input).await
+        };
+        saved.map_err(server::engine_error)
+    }
+    .await)
 }
 
 #[server(endpoint = "set_trigger_enabled")]
 pub async fn set_trigger_enabled(project: String, name: String, enabled: bool) -> Result<(), AppError> {
-    let engine = server::signed_in().await?;
-    engine.set_trigger_enabled(&project, &name, enabled).await.map_err(server::engine_error)
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        engine.set_trigger_enabled(&project, &name, enabled).await.map_err(server::engine_error)
+    }
+    .await)
 }
 
 #[server(endpoint = "delete_trigger")]
 pub async fn delete_trigger(project: String, name: String) -> Result<(), AppError> {
-    let engine = server::signed_in().await?;
-    engine.delete_trigger(&project, &name).await.map(|_| ()).map_err(server::engine_error)
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        engine.delete_trigger(&project, &name).await.map(|_| ()).map_err(server::engine_error)
+    }
+    .await)
 }
 
 /// Fires an event as the queue API would, through the same engine.
 #[server(endpoint = "fire_event")]
 pub async fn fire_event(project: String, event_type: String, data: String, synchronous: bool) -> Result<FireResult, AppError> {
-    let engine = server::signed_in().await?;
-    server::fire(&engine, &project, event_type, &data, synchronous).await
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        server::fire(&engine, &project, event_type, &data, synchronous).await
+    }
+    .await)
+}
+
+/// The history filters, as the Event Logs page keeps them in its URL.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogFilters {
+    pub status: String,
+    pub trigger: String,
+    pub event_type: String,
+    pub from: String,
+    pub to: String,
+    pub cursor: String,
+}
+
+/// Counts and chart data over the last `window_hours`.
+#[server(endpoint = "log_summary")]
+pub async fn log_summary(project: String, window_hours: i64) -> Result<Summary, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        let hours = window_hours.clamp(1, 24 * 31) as u64;
+        engine.summary(&project, std::time::Duration::from_secs(hours * 3600)).await.map_err(server::engine_error)
+    }
+    .await)
+}
+
+#[server(endpoint = "list_logs", input = leptos::server_fn::codec::Json)]
+pub async fn list_logs(project: String, filters: LogFilters) -> Result<LogPage, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let query = crate::engine::logs::LogQuery {
+            status: some(filters.status),
+            trigger: some(filters.trigger),
+            event_type: some(filters.event_type),
+            from: some(filters.from),
+            to: some(filters.to),
+            limit: Some(25),
+            cursor: some(filters.cursor),
+        };
+        engine.list_logs(&project, query).await.map_err(server::engine_error)
+    }
+    .await)
+}
+
+#[server(endpoint = "log_detail")]
+pub async fn get_log_detail(project: String, id: String) -> Result<crate::model::LogDetail, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        let id = server::log_id(&id)?;
+        engine.log_detail(&project, id).await.map_err(server::engine_error)
+    }
+    .await)
+}
+
+#[server(endpoint = "redeliver_log")]
+pub async fn redeliver_log(project: String, id: String) -> Result<(), AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        engine.redeliver(&project, server::log_id(&id)?).await.map(|_| ()).map_err(server::engine_error)
+    }
+    .await)
+}
+
+#[server(endpoint = "cancel_log")]
+pub async fn cancel_log(project: String, id: String) -> Result<(), AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        engine.cancel(&project, server::log_id(&id)?).await.map(|_| ()).map_err(server::engine_error)
+    }
+    .await)
 }
 
 #[cfg(feature = "ssr")]
@@ -151,6 +244,7 @@ mod server {
     use std::sync::Mutex;
     use std::time::Duration;
 
+    use axum::http;
     use leptos::prelude::*;
     use serde_json::{json, Value};
 
@@ -166,6 +260,24 @@ mod server {
     /// next answer, up to 8 s, so guessing passwords is slow.
     #[derive(Default)]
     pub struct LoginThrottle(Mutex<HashMap<String, u32>>);
+
+    /// Gives a failed server function the HTTP status its error deserves (the
+    /// default would be 500 for all).
+    pub fn respond<T>(result: Result<T, AppError>) -> Result<T, AppError> {
+        if let Err(e) = &result {
+            let status = match e {
+                AppError::SignedOut => http::StatusCode::UNAUTHORIZED,
+                AppError::Invalid { .. } => http::StatusCode::BAD_REQUEST,
+                AppError::NotFound(_) => http::StatusCode::NOT_FOUND,
+                AppError::Conflict(_) => http::StatusCode::CONFLICT,
+                AppError::Server(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            if let Some(resp) = use_context::<leptos_axum::ResponseOptions>() {
+                resp.set_status(status);
+            }
+        }
+        result
+    }
 
     pub fn internal(e: impl std::fmt::Display) -> AppError {
         tracing::error!(error = %e, "server function failed");
@@ -220,6 +332,10 @@ mod server {
         session.cycle_id().await.map_err(internal)?;
         session.insert(USER_KEY, user).await.map_err(internal)?;
         Ok(())
+    }
+
+    pub fn log_id(id: &str) -> Result<uuid::Uuid, AppError> {
+        uuid::Uuid::parse_str(id).map_err(|_| AppError::NotFound(format!("no event log {id}")))
     }
 
     pub fn trigger_input(form: TriggerForm) -> Result<TriggerInput, AppError> {

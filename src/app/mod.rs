@@ -46,7 +46,11 @@ pub fn App() -> impl IntoView {
                 />
                 <Route
                     path=(StaticSegment("p"), ParamSegment("project"), StaticSegment("logs"))
-                    view=|| view! { <Layout><EventLogs/></Layout> }
+                    view=|| view! { <Layout><pages::logs::EventLogs/></Layout> }
+                />
+                <Route
+                    path=(StaticSegment("p"), ParamSegment("project"), StaticSegment("logs"), ParamSegment("id"))
+                    view=|| view! { <Layout><pages::logs::LogDetailPage/></Layout> }
                 />
             </Routes>
         </Router>
@@ -113,14 +117,6 @@ fn Header(user: String) -> impl IntoView {
                 <button class="link" on:click=move |_| { logout.dispatch(Logout {}); }>"Sign out"</button>
             </nav>
         </header>
-    }
-}
-
-#[component]
-fn EventLogs() -> impl IntoView {
-    view! {
-        <h1>"Event Logs"</h1>
-        <p class="empty">"The delivery history will appear here. Meanwhile, the API serves it: see the README."</p>
     }
 }
 

@@ -2,36 +2,15 @@
 //! redelivery, cancellation and bulk replay.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use uuid::Uuid;
 
 use super::{Engine, EngineError};
-use crate::model::{EventLog, Invocation, Status};
+pub use crate::model::{LogDetail, LogPage, Summary};
+use crate::model::{EventLog, Status};
 use crate::store::events::{self as store, LogFilter};
 
 /// The most rows one page may hold.
 pub const MAX_PAGE: i64 = 500;
-
-/// One page of the history.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LogPage {
-    pub items: Vec<EventLog>,
-    /// Pass back as `cursor` for the next (older) page; `None` on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// An event log with its event data and every attempt.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LogDetail {
-    #[serde(flatten)]
-    pub log: EventLog,
-    /// The event data.
-    #[schema(value_type = Object)]
-    pub data: serde_json::Value,
-    pub invocations: Vec<Invocation>,
-}
 
 /// The history query as a caller sends it (strings, as in a URL query).
 #[derive(Clone, Debug, Default, serde::Deserialize, utoipa::IntoParams)]
@@ -97,6 +76,32 @@ impl LogQuery {
 }
 
 impl Engine {
+    /// Counts by status and processed/failed per bucket over the last `window`,
+    /// in 24 buckets.
+    pub async fn summary(&self, project: &str, window: std::time::Duration) -> Result<Summary, EngineError> {
+        let bucket = window / 24;
+        let counts = store::count_by_status(self.pool(), project, window).await?;
+        let rows = store::outcome_buckets(self.pool(), project, window, bucket).await?;
+        let now = Utc::now();
+        let step = chrono::Duration::from_std(bucket).unwrap_or(chrono::Duration::hours(1));
+        let epoch = DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z").expect("a valid constant").with_timezone(&Utc);
+        // The same bucket boundaries as date_bin, so rows fall onto them.
+        let last = epoch + step * ((now - epoch).num_milliseconds() / step.num_milliseconds().max(1)) as i32;
+        let buckets = (0..24)
+            .rev()
+            .map(|i| {
+                let start = last - step * i;
+                let (p, f) = rows.iter().find(|r| r.0 == start).map(|r| (r.1, r.2)).unwrap_or((0, 0));
+                (start, p, f)
+            })
+            .collect();
+        let counts = Status::ALL
+            .into_iter()
+            .map(|st| (st, counts.iter().find(|c| c.0 == st.as_str()).map(|c| c.1).unwrap_or(0)))
+            .collect();
+        Ok(Summary { now, counts, buckets })
+    }
+
     /// A page of the history, newest first.
     pub async fn list_logs(&self, project: &str, query: LogQuery) -> Result<LogPage, EngineError> {
         let mut filter = query.into_filter()?;

@@ -590,3 +590,38 @@ pub async fn replay_failed(
     tx.commit().await?;
     Ok(r.rows_affected())
 }
+
+/// Event logs per status created in the last `window`.
+pub async fn count_by_status(pool: &PgPool, project: &str, window: Duration) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT status, count(*) FROM event_logs
+         WHERE project = $1 AND created_at >= now() - make_interval(secs => $2)
+         GROUP BY status",
+    )
+    .bind(project)
+    .bind(window.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+/// Processed and failed event logs per time bucket over the last `window`, by
+/// creation time (served by the history index).
+pub async fn outcome_buckets(
+    pool: &PgPool,
+    project: &str,
+    window: Duration,
+    bucket: Duration,
+) -> Result<Vec<(DateTime<Utc>, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT date_bin(make_interval(secs => $3), created_at, TIMESTAMPTZ '2000-01-01') AS b,
+                count(*) FILTER (WHERE status = 'processed'), count(*) FILTER (WHERE status = 'failed')
+         FROM event_logs
+         WHERE project = $1 AND created_at >= now() - make_interval(secs => $2)
+         GROUP BY b ORDER BY b",
+    )
+    .bind(project)
+    .bind(window.as_secs_f64())
+    .bind(bucket.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}

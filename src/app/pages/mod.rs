@@ -1,2 +1,3 @@
 pub mod login;
+pub mod logs;
 pub mod triggers;
