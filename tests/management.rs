@@ -82,6 +82,11 @@ async fn history_filters_and_keyset_pages(pool: PgPool) {
     assert!(b["items"].as_array().unwrap().iter().all(|i| i["trigger"] == "later" && i["type"] == "b"));
     let (_, b) = get("trigger=ok&type=a".into()).await;
     assert_eq!(b["items"].as_array().unwrap().len(), 5);
+    let one = b["items"][0]["eventId"].as_str().unwrap().to_string();
+    let (_, b) = get(format!("event={one}")).await;
+    assert_eq!(b["items"].as_array().unwrap().len(), 1);
+    assert_eq!(b["items"][0]["eventId"], one.as_str());
+    assert_eq!(get("event=nope".into()).await.0, 400);
     let (_, b) = get("from=2000-01-01T00:00:00Z&to=2001-01-01T00:00:00Z".into()).await;
     assert_eq!(b["items"].as_array().unwrap().len(), 0);
     let (s, b) = get("status=bogus".into()).await;

@@ -4,15 +4,20 @@ import { AddressInfo } from 'node:net';
 
 export const PASSWORD = process.env.HERALD_ADMIN_PASSWORD ?? 'e2e-password';
 
-/** Signs in through the form; retries the click until hydration has attached the handler. */
+/** Waits until the wasm has hydrated the page, so that clicks reach their handlers. */
+export async function hydrated(page: Page) {
+  await expect(page.locator('html[data-hydrated="true"]')).toHaveCount(1, { timeout: 20_000 });
+}
+
+/** Signs in through the form. */
 export async function signIn(page: Page) {
   await page.goto('/login');
+  await hydrated(page);
   await page.getByLabel('User name').fill('admin');
   await page.getByLabel('Password').fill(PASSWORD);
-  await expect(async () => {
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await expect(page).toHaveURL(/\/p\/default\/triggers/, { timeout: 1500 });
-  }).toPass({ timeout: 20_000 });
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page).toHaveURL(/\/p\/default\/triggers/, { timeout: 20_000 });
+  await hydrated(page);
   await expect(page.getByRole('heading', { level: 1, name: 'Event Triggers' })).toBeVisible();
 }
 

@@ -17,8 +17,12 @@ test('find a failed delivery in Event Logs, open it, and redeliver it', async ({
     await modal.getByRole('button', { name: 'Trigger' }).click();
     await expect(modal.locator('code.event-id')).toBeVisible();
     await expect.poll(() => receiver.received.length).toBe(1);
+    const eventId = await modal.locator('code.event-id').innerText();
     await modal.getByRole('link', { name: 'See its event logs' }).click();
     await expect(page.getByRole('heading', { level: 1 })).toHaveText('Event Logs');
+    // The link filters the history down to this event.
+    await expect(page.getByLabel('Event ID')).toHaveValue(eventId);
+    await expect(page.locator('table.logs tbody tr')).toHaveCount(1);
 
     // Filters go into the URL; the failed row shows up once the attempt is recorded.
     await page.getByLabel('Trigger').fill('billing-hook');

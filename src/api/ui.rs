@@ -174,6 +174,7 @@ pub struct LogFilters {
     pub status: String,
     pub trigger: String,
     pub event_type: String,
+    pub event: String,
     pub from: String,
     pub to: String,
     pub cursor: String,
@@ -199,6 +200,7 @@ pub async fn list_logs(project: String, filters: LogFilters) -> Result<LogPage, 
             status: some(filters.status),
             trigger: some(filters.trigger),
             event_type: some(filters.event_type),
+            event: some(filters.event),
             from: some(filters.from),
             to: some(filters.to),
             limit: Some(25),
@@ -256,8 +258,8 @@ mod server {
 
     pub const USER_KEY: &str = "user";
 
-    /// Failed sign-ins per source address: each one doubles the wait before the
-    /// next answer, up to 8 s, so guessing passwords is slow.
+    /// Failed sign-ins per source address: each one doubles the wait before a
+    /// wrong-password answer (0.5 s, 1 s, ... up to 8 s), so guessing is slow.
     #[derive(Default)]
     pub struct LoginThrottle(Mutex<HashMap<String, u32>>);
 
@@ -317,13 +319,17 @@ mod server {
             .await
             .map(|c| c.0.ip().to_string())
             .unwrap_or_else(|_| "unknown".into());
-        let failures = *throttle.0.lock().unwrap().get(&source).unwrap_or(&0);
-        if failures > 0 {
+        if !engine.check_admin_password(&user, &password).await.map_err(engine_error)? {
+            // Each failure from an address makes its next failure wait longer;
+            // a right password is never slowed down.
+            let failures = {
+                let mut map = throttle.0.lock().unwrap();
+                let n = map.entry(source).or_insert(0);
+                *n += 1;
+                *n
+            };
             let wait = Duration::from_millis(250u64 << failures.min(5)).min(Duration::from_secs(8));
             tokio::time::sleep(wait).await;
-        }
-        if !engine.check_admin_password(&user, &password).await.map_err(engine_error)? {
-            *throttle.0.lock().unwrap().entry(source).or_insert(0) += 1;
             return Err(AppError::Invalid { field: None, message: "wrong user name or password".into() });
         }
         throttle.0.lock().unwrap().remove(&source);

@@ -33,6 +33,13 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    // Effects run only in the browser: this marks the page as hydrated, so that
+    // tests (and impatient people) know the buttons work.
+    Effect::new(|_| {
+        if let Some(root) = document().document_element() {
+            let _ = root.set_attribute("data-hydrated", "true");
+        }
+    });
     view! {
         <Stylesheet id="herald" href="/pkg/herald.css"/>
         <Title text="Herald · Mission Control"/>

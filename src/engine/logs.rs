@@ -20,6 +20,8 @@ pub struct LogQuery {
     pub trigger: Option<String>,
     #[serde(rename = "type")]
     pub event_type: Option<String>,
+    /// Only the event logs of this event.
+    pub event: Option<String>,
     pub from: Option<String>,
     pub to: Option<String>,
     pub limit: Option<i64>,
@@ -67,6 +69,9 @@ impl LogQuery {
             status,
             trigger: non_empty(self.trigger),
             event_type: non_empty(self.event_type),
+            event_id: non_empty(self.event)
+                .map(|e| Uuid::parse_str(&e).map_err(|_| invalid(format!("`event` '{e}' is not an event id"))))
+                .transpose()?,
             from: non_empty(self.from).map(|v| parse_time("from", &v)).transpose()?,
             to: non_empty(self.to).map(|v| parse_time("to", &v)).transpose()?,
             before: non_empty(self.cursor).map(|c| decode_cursor(&c)).transpose()?,

@@ -482,6 +482,7 @@ pub struct LogFilter {
     pub status: Option<Status>,
     pub trigger: Option<String>,
     pub event_type: Option<String>,
+    pub event_id: Option<Uuid>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     /// Keyset position: rows strictly older than this (created_at, id).
@@ -500,6 +501,7 @@ pub async fn list_logs(pool: &PgPool, project: &str, f: &LogFilter) -> Result<Ve
            AND ($5::timestamptz IS NULL OR l.created_at >= $5)
            AND ($6::timestamptz IS NULL OR l.created_at < $6)
            AND ($7::timestamptz IS NULL OR (l.created_at, l.id) < ($7, $8))
+           AND ($10::uuid IS NULL OR l.event_id = $10)
          ORDER BY l.created_at DESC, l.id DESC
          LIMIT $9"
     ))
@@ -512,6 +514,7 @@ pub async fn list_logs(pool: &PgPool, project: &str, f: &LogFilter) -> Result<Ve
     .bind(f.before.map(|b| b.0))
     .bind(f.before.map(|b| b.1))
     .bind(f.limit)
+    .bind(f.event_id)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(EventLog::from).collect())

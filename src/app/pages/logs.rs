@@ -42,6 +42,7 @@ pub fn EventLogs() -> impl IntoView {
         status: param("status"),
         trigger: param("trigger"),
         event_type: param("type"),
+        event: param("event"),
         from: param("from"),
         to: param("to"),
         cursor: String::new(),
@@ -124,6 +125,7 @@ pub fn EventLogs() -> impl IntoView {
             </label>
             {input("trigger", "Trigger")}
             {input("type", "Type")}
+            {input("event", "Event ID")}
             {input("from", "From (RFC 3339)")}
             {input("to", "To (RFC 3339)")}
         </form>
