@@ -2,7 +2,9 @@
 # and skips what is already there.
 
 SHELL := /bin/bash
-export PATH := $(HOME)/.cargo/bin:$(PATH)
+# scripts/bin holds a pass-through wasm-opt: Debian's binaryen breaks today's
+# wasm-bindgen output (see the script).
+export PATH := $(CURDIR)/scripts/bin:$(HOME)/.cargo/bin:$(PATH)
 
 CARGO_LEPTOS_VERSION := 0.3.10
 # cargo-leptos needs a wasm-bindgen CLI of exactly the version in Cargo.lock.
@@ -42,8 +44,6 @@ deps:
 	@wasm-bindgen --version 2>/dev/null | grep -q " $(WASM_BINDGEN_VERSION)$$" \
 		|| { echo "Installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (a few minutes, once)"; \
 		     cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --force; }
-	@command -v wasm-opt >/dev/null || $(SUDO) apt-get install -y binaryen \
-		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y binaryen; }
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		|| { echo "PostgreSQL server binaries are missing: apt-get install postgresql"; exit 1; }
 
