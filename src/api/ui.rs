@@ -91,8 +91,8 @@ pub struct FireResult {
 pub async fn login(user: String, password: String) -> Result<(), AppError> {
     server::respond(async move {
         server::login(user, password).await
-    }
-    .await)
+    })
+    .await
 }
 
 #[server(endpoint = "logout")]
@@ -101,8 +101,8 @@ pub async fn logout() -> Result<(), AppError> {
         let session = server::session().await?;
         session.flush().await.map_err(server::internal)?;
         Ok(())
-    }
-    .await)
+    })
+    .await
 }
 
 /// The signed-in user, or `None`.
@@ -111,8 +111,8 @@ pub async fn whoami() -> Result<Option<String>, AppError> {
     server::respond(async move {
         let session = server::session().await?;
         session.get::<String>(server::USER_KEY).await.map_err(server::internal)
-    }
-    .await)
+    })
+    .await
 }
 
 #[server(endpoint = "list_triggers")]
@@ -120,8 +120,8 @@ pub async fn list_triggers(project: String) -> Result<Vec<Trigger>, AppError> {
     server::respond(async move {
         let engine = server::signed_in().await?;
         engine.list_triggers(&project).await.map_err(server::engine_error)
-    }
-    .await)
+    })
+    .await
 }
 
 #[server(endpoint = "save_trigger", input = leptos::server_fn::codec::Json)]
@@ -136,8 +136,8 @@ pub async fn save_trigger(project: String, form: TriggerForm, create: bool) -> R
             engine.update_trigger(&project, &name, input).await
         };
         saved.map_err(server::engine_error)
-    }
-    .await)
+    })
+    .await
 }
 
 #[server(endpoint = "set_trigger_enabled")]
@@ -145,8 +145,8 @@ pub async fn set_trigger_enabled(project: String, name: String, enabled: bool) -
     server::respond(async move {
         let engine = server::signed_in().await?;
         engine.set_trigger_enabled(&project, &name, enabled).await.map_err(server::engine_error)
-    }
-    .await)
+    })
+    .await
 }
 
 #[server(endpoint = "delete_trigger")]
@@ -154,8 +154,8 @@ pub async fn delete_trigger(project: String, name: String) -> Result<(), AppErro
     server::respond(async move {
         let engine = server::signed_in().await?;
         engine.delete_trigger(&project, &name).await.map(|_| ()).map_err(server::engine_error)
-    }
-    .await)
+    })
+    .await
 }
 
 /// Fires an event as the queue API would, through the same engine.
@@ -164,8 +164,8 @@ pub async fn fire_event(project: String, event_type: String, data: String, synch
     server::respond(async move {
         let engine = server::signed_in().await?;
         server::fire(&engine, &project, event_type, &data, synchronous).await
-    }
-    .await)
+    })
+    .await
 }
 
 /// The history filters, as the Event Logs page keeps them in its URL.
@@ -187,8 +187,8 @@ pub async fn log_summary(project: String, window_hours: i64) -> Result<Summary, 
         let engine = server::signed_in().await?;
         let hours = window_hours.clamp(1, 24 * 31) as u64;
         engine.summary(&project, std::time::Duration::from_secs(hours * 3600)).await.map_err(server::engine_error)
-    }
-    .await)
+    })
+    .await
 }
 
 #[server(endpoint = "list_logs", input = leptos::server_fn::codec::Json)]
@@ -207,8 +207,8 @@ pub async fn list_logs(project: String, filters: LogFilters) -> Result<LogPage, 
             cursor: some(filters.cursor),
         };
         engine.list_logs(&project, query).await.map_err(server::engine_error)
-    }
-    .await)
+    })
+    .await
 }
 
 #[server(endpoint = "log_detail")]
@@ -217,8 +217,8 @@ pub async fn get_log_detail(project: String, id: String) -> Result<crate::model:
         let engine = server::signed_in().await?;
         let id = server::log_id(&id)?;
         engine.log_detail(&project, id).await.map_err(server::engine_error)
-    }
-    .await)
+    })
+    .await
 }
 
 #[server(endpoint = "redeliver_log")]
@@ -226,8 +226,8 @@ pub async fn redeliver_log(project: String, id: String) -> Result<(), AppError> 
     server::respond(async move {
         let engine = server::signed_in().await?;
         engine.redeliver(&project, server::log_id(&id)?).await.map(|_| ()).map_err(server::engine_error)
-    }
-    .await)
+    })
+    .await
 }
 
 #[server(endpoint = "cancel_log")]
@@ -235,8 +235,8 @@ pub async fn cancel_log(project: String, id: String) -> Result<(), AppError> {
     server::respond(async move {
         let engine = server::signed_in().await?;
         engine.cancel(&project, server::log_id(&id)?).await.map(|_| ()).map_err(server::engine_error)
-    }
-    .await)
+    })
+    .await
 }
 
 #[cfg(feature = "ssr")]
@@ -265,7 +265,10 @@ mod server {
 
     /// Gives a failed server function the HTTP status its error deserves (the
     /// default would be 500 for all).
-    pub fn respond<T>(result: Result<T, AppError>) -> Result<T, AppError> {
+    /// Context is read before the first `.await`: Leptos does not promise it after.
+    pub async fn respond<T>(work: impl std::future::Future<Output = Result<T, AppError>>) -> Result<T, AppError> {
+        let response = use_context::<leptos_axum::ResponseOptions>();
+        let result = work.await;
         if let Err(e) = &result {
             let status = match e {
                 AppError::SignedOut => http::StatusCode::UNAUTHORIZED,
@@ -274,7 +277,7 @@ mod server {
                 AppError::Conflict(_) => http::StatusCode::CONFLICT,
                 AppError::Server(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
             };
-            if let Some(resp) = use_context::<leptos_axum::ResponseOptions>() {
+            if let Some(resp) = response {
                 resp.set_status(status);
             }
         }
@@ -305,11 +308,13 @@ mod server {
 
     /// The engine, once the session is known to be signed in.
     pub async fn signed_in() -> Result<Engine, AppError> {
+        // Before any `.await`: Leptos does not promise the context after one.
+        let engine = use_context::<Engine>().ok_or_else(|| internal("the engine is not in the server context"));
         let user = session().await?.get::<String>(USER_KEY).await.map_err(internal)?;
         if user.is_none() {
             return Err(AppError::SignedOut);
         }
-        use_context::<Engine>().ok_or_else(|| internal("the engine is not in the server context"))
+        engine
     }
 
     pub async fn login(user: String, password: String) -> Result<(), AppError> {
