@@ -6,6 +6,8 @@
 //! - `store` (server only): every SQL statement.
 //! - `api`: the HTTP handlers (server only) and the UI's server functions.
 
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod app;
 pub mod model;

@@ -165,3 +165,17 @@ pub struct Summary {
     /// Start of each bucket, with processed and failed counts; empty buckets included.
     pub buckets: Vec<(DateTime<Utc>, i64, i64)>,
 }
+
+/// An API key as listed: never the key itself, only its first characters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub name: String,
+    pub role: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}

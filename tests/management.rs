@@ -220,3 +220,57 @@ async fn metrics_appear_after_deliveries(pool: PgPool) {
     assert!(text.contains("herald_deliveries_in_flight "), "{text}");
     assert!(value("herald_db_pool_connections", &["state=\"max\""]) >= 1.0);
 }
+
+/// Rotating the JWT secret refuses JWTs signed with the old one; rotating the
+/// signing secret changes what the next delivery is signed with.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn rotating_secrets_takes_effect_at_once(pool: PgPool) {
+    use herald::engine::projects::SecretKind;
+    let h = Herald::start(pool).await;
+    let (old_jwt, old_signing) = h.engine.project_secrets("default").await.unwrap();
+    let token = |secret: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({"role": "queue", "exp": chrono::Utc::now().timestamp() + 600}),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let old_token = token(&old_jwt);
+    assert_eq!(h.engine.authenticate("default", Some(&old_token)).await.unwrap(), Role::Queue);
+
+    let new_jwt = h.engine.rotate_secret("default", SecretKind::Jwt).await.unwrap();
+    assert_ne!(new_jwt, old_jwt);
+    assert!(h.engine.authenticate("default", Some(&old_token)).await.is_err(), "the old JWT must stop working");
+    assert_eq!(h.engine.authenticate("default", Some(&token(&new_jwt))).await.unwrap(), Role::Queue);
+
+    let new_signing = h.engine.rotate_secret("default", SecretKind::Signing).await.unwrap();
+    assert!(new_signing.starts_with("whsec_") && new_signing != old_signing);
+    assert_eq!(h.engine.project_secrets("default").await.unwrap(), (new_jwt, new_signing));
+
+    let err = h.engine.rotate_secret("nope", SecretKind::Jwt).await.unwrap_err();
+    assert!(err.to_string().contains("unknown project 'nope'"), "{err}");
+}
+
+/// Password changes need the current password and a valid new one.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn changing_the_admin_password(pool: PgPool) {
+    let h = Herald::start(pool).await;
+    h.engine.set_admin_password("ops", "first-password").await.unwrap();
+    let wrong = h.engine.change_admin_password("ops", "not-it", "second-password").await.unwrap_err();
+    assert!(wrong.to_string().contains("current password is wrong"), "{wrong}");
+    let short = h.engine.change_admin_password("ops", "first-password", "short").await.unwrap_err();
+    assert!(short.to_string().contains("at least 8"), "{short}");
+    h.engine.change_admin_password("ops", "first-password", "second-password").await.unwrap();
+    assert!(!h.engine.check_admin_password("ops", "first-password").await.unwrap());
+    assert!(h.engine.check_admin_password("ops", "second-password").await.unwrap());
+}
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn api_keys_need_a_name(pool: PgPool) {
+    let h = Herald::start(pool).await;
+    let err = h.engine.create_api_key("default", Role::Queue, "  ").await.unwrap_err();
+    assert!(err.to_string().contains("give the key a name"), "{err}");
+    h.engine.create_project("second").await.unwrap();
+    assert_eq!(h.engine.list_projects().await.unwrap(), vec!["default".to_string(), "second".to_string()]);
+}

@@ -6,7 +6,7 @@ use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{LogPage, Summary, Trigger};
+use crate::model::{ApiKey, LogPage, Summary, Trigger};
 
 /// The one error type of the UI's server functions. Internal details stay in the
 /// server log; the browser gets a plain message.
@@ -25,6 +25,11 @@ impl std::fmt::Display for AppError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AppError::SignedOut => write!(f, "you are signed out; sign in again"),
+            // Shown next to its field, the "`field`: " prefix the API keeps is noise.
+            AppError::Invalid { field: Some(field), message } => {
+                let text = message.strip_prefix(&format!("`{field}`: ")).unwrap_or(message);
+                write!(f, "{text}")
+            }
             AppError::Invalid { message, .. } => write!(f, "{message}"),
             AppError::NotFound(m) | AppError::Conflict(m) | AppError::Server(m) => write!(f, "{m}"),
         }
@@ -239,6 +244,101 @@ pub async fn cancel_log(project: String, id: String) -> Result<(), AppError> {
     .await
 }
 
+/// Every project, for the switcher.
+#[server(endpoint = "list_projects")]
+pub async fn list_projects() -> Result<Vec<String>, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        engine.list_projects().await.map_err(server::engine_error)
+    })
+    .await
+}
+
+/// Creates a project with fresh secrets; a taken id is a conflict.
+#[server(endpoint = "create_project")]
+pub async fn create_project(id: String) -> Result<String, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        let id = id.trim().to_string();
+        match engine.create_project(&id).await {
+            Ok(true) => Ok(id),
+            Ok(false) => Err(AppError::Invalid { field: Some("id".into()), message: format!("project '{id}' already exists") }),
+            Err(e) => Err(server::field_error("id", e)),
+        }
+    })
+    .await
+}
+
+#[server(endpoint = "list_api_keys")]
+pub async fn list_api_keys(project: String) -> Result<Vec<ApiKey>, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        engine.list_api_keys(&project).await.map_err(server::engine_error)
+    })
+    .await
+}
+
+/// Makes an API key and returns it: the only time it is ever shown.
+#[server(endpoint = "create_api_key")]
+pub async fn create_api_key(project: String, name: String, role: String) -> Result<String, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        let role = crate::engine::projects::Role::parse(&role).ok_or_else(|| AppError::Invalid {
+            field: Some("role".into()),
+            message: format!("`role`: '{role}' is not a role; use admin or queue"),
+        })?;
+        engine.create_api_key(&project, role, &name).await.map_err(server::engine_error)
+    })
+    .await
+}
+
+#[server(endpoint = "revoke_api_key")]
+pub async fn revoke_api_key(project: String, id: String) -> Result<(), AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        let id = uuid::Uuid::parse_str(&id).map_err(|_| AppError::NotFound(format!("no API key {id}")))?;
+        engine.revoke_api_key(&project, id).await.map_err(server::engine_error)
+    })
+    .await
+}
+
+/// The project's JWT secret and signing secret, shown on request.
+#[server(endpoint = "project_secrets")]
+pub async fn project_secrets(project: String) -> Result<(String, String), AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        engine.project_secrets(&project).await.map_err(server::engine_error)
+    })
+    .await
+}
+
+/// Replaces the `jwt` or the `signing` secret and returns the new one.
+#[server(endpoint = "rotate_secret")]
+pub async fn rotate_secret(project: String, kind: String) -> Result<String, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        let kind = crate::engine::projects::SecretKind::parse(&kind)
+            .ok_or_else(|| AppError::Invalid { field: None, message: format!("no secret called '{kind}'; use jwt or signing") })?;
+        engine.rotate_secret(&project, kind).await.map_err(server::engine_error)
+    })
+    .await
+}
+
+/// Changes the signed-in user's password, after checking the current one.
+#[server(endpoint = "change_password")]
+pub async fn change_password(current: String, new: String, repeat: String) -> Result<(), AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        if new != repeat {
+            return Err(AppError::Invalid { field: Some("repeat".into()), message: "`repeat`: the two new passwords differ".into() });
+        }
+        let user = server::session().await?.get::<String>(server::USER_KEY).await.map_err(server::internal)?;
+        let user = user.ok_or(AppError::SignedOut)?;
+        engine.change_admin_password(&user, &current, &new).await.map_err(server::engine_error)
+    })
+    .await
+}
+
 #[cfg(feature = "ssr")]
 mod server {
     use std::collections::HashMap;
@@ -299,6 +399,14 @@ mod server {
             EngineError::NotFound(m) => AppError::NotFound(m),
             EngineError::Conflict(m) => AppError::Conflict(m),
             other => internal(other),
+        }
+    }
+
+    /// Like `engine_error`, for a form with one field: an invalid value belongs to it.
+    pub fn field_error(field: &str, e: EngineError) -> AppError {
+        match engine_error(e) {
+            AppError::Invalid { message, .. } => AppError::Invalid { field: Some(field.into()), message },
+            other => other,
         }
     }
 

@@ -5,10 +5,10 @@ mod pages;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Redirect, Route, Router, Routes, A};
-use leptos_router::hooks::use_params_map;
+use leptos_router::hooks::{use_location, use_navigate, use_params_map};
 use leptos_router::{ParamSegment, StaticSegment};
 
-use crate::api::ui::{whoami, Logout};
+use crate::api::ui::{list_projects, whoami, CreateProject, Logout};
 
 /// The HTML document the server renders around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -58,6 +58,14 @@ pub fn App() -> impl IntoView {
                 <Route
                     path=(StaticSegment("p"), ParamSegment("project"), StaticSegment("logs"), ParamSegment("id"))
                     view=|| view! { <Layout><pages::logs::LogDetailPage/></Layout> }
+                />
+                <Route
+                    path=(StaticSegment("p"), ParamSegment("project"), StaticSegment("settings"))
+                    view=|| view! { <Layout><pages::settings::ProjectSettings/></Layout> }
+                />
+                <Route
+                    path=(StaticSegment("p"), ParamSegment("project"), StaticSegment("account"))
+                    view=|| view! { <Layout><pages::settings::Account/></Layout> }
                 />
             </Routes>
         </Router>
@@ -119,13 +127,91 @@ fn Header(user: String) -> impl IntoView {
             <nav id="main-nav" class="nav" class:open=open>
                 <A href=move || format!("/p/{}/triggers", project.get())>"Event Triggers"</A>
                 <A href=move || format!("/p/{}/logs", project.get())>"Event Logs"</A>
-                <span class="project">"Project: " <strong>{move || project.get()}</strong></span>
-                <span class="user">{user}</span>
+                <A href=move || format!("/p/{}/settings", project.get())>"Settings"</A>
+                <ProjectSwitcher/>
+                <A href=move || format!("/p/{}/account", project.get()) attr:class="user" attr:title="Account: change password">{user}</A>
                 <button class="link" on:click=move |_| { logout.dispatch(Logout {}); }>"Sign out"</button>
             </nav>
         </header>
     }
 }
+
+/// The project picker in the header. Switching keeps the current section;
+/// "New project…" opens a small form and lands on the new project's settings.
+#[component]
+fn ProjectSwitcher() -> impl IntoView {
+    let project = use_project();
+    let location = use_location();
+    let navigate = StoredValue::new(use_navigate());
+    let create = ServerAction::<CreateProject>::new();
+    let projects = Resource::new(move || create.version().get(), |_| list_projects());
+    let creating = RwSignal::new(false);
+    let (new_id, set_new_id) = signal(String::new());
+    let go = move |to: String| {
+        // The section after /p/{project}/, e.g. "logs"; a detail page goes to its list.
+        let path = location.pathname.get_untracked();
+        let section = path.split('/').nth(3).filter(|s| !s.is_empty()).unwrap_or("triggers").to_string();
+        navigate.with_value(|n| n(&format!("/p/{to}/{section}"), Default::default()));
+    };
+    Effect::new(move |_| {
+        if let Some(Ok(id)) = create.value().get() {
+            creating.set(false);
+            set_new_id.set(String::new());
+            navigate.with_value(|n| n(&format!("/p/{id}/settings"), Default::default()));
+        }
+    });
+    view! {
+        <label class="project">"Project"
+            <Transition fallback=move || view! { <strong>{project.get()}</strong> }>
+                {move || Suspend::new(async move {
+                    let list = projects.await.unwrap_or_default();
+                    view! {
+                        <select aria-label="Project" on:change=move |ev| {
+                            let v = event_target_value(&ev);
+                            if v == NEW_PROJECT { creating.set(true) } else { go(v) }
+                        }>
+                            {list.into_iter().map(|p| {
+                                let selected = p == project.get_untracked();
+                                view! { <option value=p.clone() selected=selected>{p.clone()}</option> }
+                            }).collect_view()}
+                            <option value=NEW_PROJECT>"New project…"</option>
+                        </select>
+                    }
+                })}
+            </Transition>
+        </label>
+        {move || creating.get().then(|| view! {
+            <div class="backdrop">
+                <form class="dialog narrow" aria-label="New project" on:submit=move |ev: leptos::ev::SubmitEvent| {
+                    ev.prevent_default();
+                    create.dispatch(CreateProject { id: new_id.get_untracked() });
+                }>
+                    <h2>"New project"</h2>
+                    <label>"Project id"
+                        <input name="id" placeholder="my-app" prop:value=new_id
+                            on:input=move |ev| set_new_id.set(event_target_value(&ev))/>
+                        <small class="muted">"Lowercase letters, digits, '_' and '-'. It appears in every URL and cannot change."</small>
+                        {move || create.value().get().and_then(Result::err).map(|e| view! {
+                            <span class="field-error" role="alert">{e.to_string()}</span>
+                        })}
+                    </label>
+                    <div class="buttons">
+                        <button type="button" on:click=move |_| {
+                            creating.set(false);
+                            // Put the select back on the current project.
+                            projects.refetch();
+                        }>"Cancel"</button>
+                        <button class="primary" type="submit" disabled=move || create.pending().get()>
+                            {move || if create.pending().get() { "Creating…" } else { "Create project" }}
+                        </button>
+                    </div>
+                </form>
+            </div>
+        })}
+    }
+}
+
+const NEW_PROJECT: &str = "__new";
 
 #[component]
 fn NotFound() -> impl IntoView {

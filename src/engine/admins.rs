@@ -67,6 +67,18 @@ impl Engine {
         Ok(if created { generated } else { None })
     }
 
+    /// Changes a user's password after checking the current one.
+    pub async fn change_admin_password(&self, user: &str, current: &str, new: &str) -> Result<(), EngineError> {
+        if !self.check_admin_password(user, current).await? {
+            return Err(EngineError::Invalid("`current`: the current password is wrong".into()));
+        }
+        if current == new {
+            return Err(EngineError::Invalid("`new`: the new password is the same as the current one".into()));
+        }
+        let hash = hash_password(new).map_err(|e| EngineError::Invalid(format!("`new`: {e}")))?;
+        Ok(store::admins::upsert(self.pool(), user, &hash).await?)
+    }
+
     /// True when the user exists and the password is right. Unknown users cost the
     /// same hashing work, so timing does not reveal which names exist.
     pub async fn check_admin_password(&self, user: &str, password: &str) -> Result<bool, EngineError> {

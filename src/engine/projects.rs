@@ -37,6 +37,32 @@ impl Role {
     }
 }
 
+/// The two secrets a project owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretKind {
+    /// Signs `X-SC-Token` and verifies JWTs sent to the queue API.
+    Jwt,
+    /// The Standard Webhooks `whsec_` secret behind `webhook-signature`.
+    Signing,
+}
+
+impl SecretKind {
+    pub fn parse(s: &str) -> Option<SecretKind> {
+        match s {
+            "jwt" => Some(SecretKind::Jwt),
+            "signing" => Some(SecretKind::Signing),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretKind::Jwt => "jwt",
+            SecretKind::Signing => "signing",
+        }
+    }
+}
+
 /// Why a token was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -101,6 +127,10 @@ impl Engine {
 
     /// Makes an API key. Only its hash is stored; the key is returned once.
     pub async fn create_api_key(&self, project: &str, role: Role, name: &str) -> Result<String, EngineError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 {
+            return Err(EngineError::Invalid("`name`: give the key a name of 1 to 64 characters".into()));
+        }
         if store::projects::get(self.pool(), project).await?.is_none() {
             return Err(EngineError::NotFound(format!("unknown project '{project}'")));
         }
@@ -122,6 +152,41 @@ impl Engine {
         } else {
             Err(EngineError::NotFound(format!("project '{project}' has no live API key {id}")))
         }
+    }
+
+    pub async fn list_projects(&self) -> Result<Vec<String>, EngineError> {
+        Ok(store::projects::list(self.pool()).await?)
+    }
+
+    /// The project's JWT secret and webhook signing secret, for its settings page.
+    pub async fn project_secrets(&self, project: &str) -> Result<(String, String), EngineError> {
+        let p = store::projects::get(self.pool(), project)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("unknown project '{project}'")))?;
+        Ok((p.jwt_secret, p.signing_secret))
+    }
+
+    /// Replaces one of the project's secrets with a fresh random one and returns
+    /// it. JWTs signed with the old secret stop working at once; deliveries
+    /// claimed after this call are signed with the new signing secret.
+    pub async fn rotate_secret(&self, project: &str, kind: SecretKind) -> Result<String, EngineError> {
+        let (secret, updated) = match kind {
+            SecretKind::Jwt => {
+                let s = new_jwt_secret();
+                let ok = store::projects::set_jwt_secret(self.pool(), project, &s).await?;
+                (s, ok)
+            }
+            SecretKind::Signing => {
+                let s = new_signing_secret();
+                let ok = store::projects::set_signing_secret(self.pool(), project, &s).await?;
+                (s, ok)
+            }
+        };
+        if !updated {
+            return Err(EngineError::NotFound(format!("unknown project '{project}'")));
+        }
+        tracing::info!(project, secret = kind.as_str(), "secret rotated");
+        Ok(secret)
     }
 
     /// Checks a bearer token for a project: one of its API keys, or an HS256 JWT

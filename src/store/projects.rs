@@ -75,18 +75,7 @@ pub async fn find_api_key(pool: &PgPool, key_hash: &[u8]) -> Result<Option<(Stri
     .await
 }
 
-/// An API key as listed: never the key itself.
-#[derive(Clone, Debug, FromRow, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApiKeyInfo {
-    pub id: Uuid,
-    pub name: String,
-    pub role: String,
-    pub prefix: String,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
-}
+pub use crate::model::ApiKey as ApiKeyInfo;
 
 pub async fn list_api_keys(pool: &PgPool, project: &str) -> Result<Vec<ApiKeyInfo>, sqlx::Error> {
     sqlx::query_as(
@@ -103,6 +92,27 @@ pub async fn revoke_api_key(pool: &PgPool, project: &str, id: Uuid) -> Result<bo
     let r = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE project = $1 AND id = $2 AND revoked_at IS NULL")
         .bind(project)
         .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Every project id, in order.
+pub async fn list(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM projects ORDER BY id").fetch_all(pool).await
+}
+
+/// Replaces the project's JWT secret. Returns false for an unknown project.
+pub async fn set_jwt_secret(pool: &PgPool, id: &str, secret: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE projects SET jwt_secret = $2 WHERE id = $1").bind(id).bind(secret).execute(pool).await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Replaces the project's webhook signing secret. Returns false for an unknown project.
+pub async fn set_signing_secret(pool: &PgPool, id: &str, secret: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE projects SET signing_secret = $2 WHERE id = $1")
+        .bind(id)
+        .bind(secret)
         .execute(pool)
         .await?;
     Ok(r.rows_affected() == 1)

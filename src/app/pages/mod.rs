@@ -1,3 +1,4 @@
 pub mod login;
 pub mod logs;
 pub mod triggers;
+pub mod settings;

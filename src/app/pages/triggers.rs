@@ -62,7 +62,7 @@ pub fn EventTriggers() -> impl IntoView {
                         </div>
                     }.into_any(),
                     Ok(list) => view! {
-                        <table class="table">
+                        <table class="table triggers">
                             <thead><tr>
                                 <th>"Name"</th><th>"Source"</th><th>"Type"</th><th>"Webhook URL"</th>
                                 <th>"Retries"</th><th>"Timeout"</th><th>"Enabled"</th><th>"Actions"</th>
