@@ -68,7 +68,11 @@ test('secrets are revealed on request and rotated only after confirmation', asyn
   await expect(signing.locator('code')).not.toHaveText(before!);
 });
 
-test('changing the password: wrong current password, mismatch, then success and sign-in with the new one', async ({ page }) => {
+test('changing the password: wrong current password, mismatch, then success and sign-in with the new one', async ({ page, browser, baseURL }) => {
+  // Another session of the same user, which the change must sign out.
+  const otherContext = await browser.newContext({ baseURL });
+  const other = await otherContext.newPage();
+  await signIn(other);
   await signIn(page);
   await page.getByRole('link', { name: 'admin' }).click();
   await expect(page.getByRole('heading', { level: 1 })).toHaveText('Account');
@@ -89,6 +93,13 @@ test('changing the password: wrong current password, mismatch, then success and 
   await change(PASSWORD, 'another-password');
   await expect(form.getByRole('status')).toHaveText('Password changed.');
   await page.screenshot({ path: 'test-results/screenshots/account.png' });
+  await other.goto('/p/default/triggers');
+  await expect(other).toHaveURL(/\/login$/);
+  await otherContext.close();
+  // This session stays signed in.
+  await page.goto('/p/default/logs');
+  await hydrated(page);
+  await expect(page.getByRole('heading', { level: 1 })).toHaveText('Event Logs');
 
   try {
     await page.getByRole('button', { name: 'Sign out' }).click();

@@ -114,8 +114,8 @@ pub async fn logout() -> Result<(), AppError> {
 #[server(endpoint = "whoami")]
 pub async fn whoami() -> Result<Option<String>, AppError> {
     server::respond(async move {
-        let session = server::session().await?;
-        session.get::<String>(server::USER_KEY).await.map_err(server::internal)
+        let engine = use_context::<crate::engine::Engine>().ok_or_else(|| server::internal("no engine in context"))?;
+        server::current_user(&engine).await
     })
     .await
 }
@@ -332,9 +332,10 @@ pub async fn change_password(current: String, new: String, repeat: String) -> Re
         if new != repeat {
             return Err(AppError::Invalid { field: Some("repeat".into()), message: "`repeat`: the two new passwords differ".into() });
         }
-        let user = server::session().await?.get::<String>(server::USER_KEY).await.map_err(server::internal)?;
-        let user = user.ok_or(AppError::SignedOut)?;
-        engine.change_admin_password(&user, &current, &new).await.map_err(server::engine_error)
+        let user = server::current_user(&engine).await?.ok_or(AppError::SignedOut)?;
+        engine.change_admin_password(&user, &current, &new).await.map_err(server::engine_error)?;
+        // Every other session of this user is now signed out; this one stays.
+        server::remember_password_version(&engine, &user).await
     })
     .await
 }
@@ -357,6 +358,7 @@ mod server {
     use crate::engine::{Engine, EngineError};
 
     pub const USER_KEY: &str = "user";
+    const PASSWORD_VERSION_KEY: &str = "password_version";
 
     /// Failed sign-ins per source address: each one doubles the wait before a
     /// wrong-password answer (0.5 s, 1 s, ... up to 8 s), so guessing is slow.
@@ -417,12 +419,30 @@ mod server {
     /// The engine, once the session is known to be signed in.
     pub async fn signed_in() -> Result<Engine, AppError> {
         // Before any `.await`: Leptos does not promise the context after one.
-        let engine = use_context::<Engine>().ok_or_else(|| internal("the engine is not in the server context"));
-        let user = session().await?.get::<String>(USER_KEY).await.map_err(internal)?;
-        if user.is_none() {
-            return Err(AppError::SignedOut);
+        let engine = use_context::<Engine>().ok_or_else(|| internal("the engine is not in the server context"))?;
+        current_user(&engine).await?.ok_or(AppError::SignedOut)?;
+        Ok(engine)
+    }
+
+    /// The session's user, if it is signed in and its password has not changed
+    /// since (a change signs out the other sessions).
+    pub async fn current_user(engine: &Engine) -> Result<Option<String>, AppError> {
+        let session = session().await?;
+        let Some(user) = session.get::<String>(USER_KEY).await.map_err(internal)? else {
+            return Ok(None);
+        };
+        let seen = session.get::<i64>(PASSWORD_VERSION_KEY).await.map_err(internal)?;
+        let now = engine.admin_password_version(&user).await.map_err(engine_error)?;
+        if now.is_none() || seen != now {
+            session.flush().await.map_err(internal)?;
+            return Ok(None);
         }
-        engine
+        Ok(Some(user))
+    }
+
+    pub async fn remember_password_version(engine: &Engine, user: &str) -> Result<(), AppError> {
+        let version = engine.admin_password_version(user).await.map_err(engine_error)?;
+        session().await?.insert(PASSWORD_VERSION_KEY, version).await.map_err(internal)
     }
 
     pub async fn login(user: String, password: String) -> Result<(), AppError> {
@@ -449,6 +469,7 @@ mod server {
         let session = session().await?;
         // A new session id on sign-in: a planted cookie cannot ride the new session.
         session.cycle_id().await.map_err(internal)?;
+        remember_password_version(&engine, &user).await?;
         session.insert(USER_KEY, user).await.map_err(internal)?;
         Ok(())
     }

@@ -79,6 +79,13 @@ impl Engine {
         Ok(store::admins::upsert(self.pool(), user, &hash).await?)
     }
 
+    /// A number that changes whenever the user's password does; sessions keep
+    /// it, so a password change signs out every other session. `None` when the
+    /// user does not exist.
+    pub async fn admin_password_version(&self, user: &str) -> Result<Option<i64>, EngineError> {
+        Ok(store::admins::password_version(self.pool(), user).await?)
+    }
+
     /// True when the user exists and the password is right. Unknown users cost the
     /// same hashing work, so timing does not reveal which names exist.
     pub async fn check_admin_password(&self, user: &str, password: &str) -> Result<bool, EngineError> {

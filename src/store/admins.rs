@@ -38,3 +38,12 @@ pub async fn password_hash(pool: &PgPool, username: &str) -> Result<Option<Strin
 pub async fn exists_any(pool: &PgPool) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM admins)").fetch_one(pool).await
 }
+
+/// When the user's password last changed, in microseconds: a session made
+/// before that is no longer valid. `None` when the user does not exist.
+pub async fn password_version(pool: &PgPool, username: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT (extract(epoch FROM updated_at) * 1000000)::bigint FROM admins WHERE username = $1")
+        .bind(username)
+        .fetch_optional(pool)
+        .await
+}
