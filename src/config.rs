@@ -141,6 +141,17 @@ pub struct Config {
           action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), global = true)]
     pub secure_cookies: bool,
 
+    /// More PostgreSQL databases whose tables database triggers may watch, as
+    /// comma-separated alias=URL pairs (e.g. shop=postgres://app@db/shop). The alias
+    /// `default` is Herald's own database.
+    #[arg(long, env = "HERALD_DATABASES", value_name = "HERALD_DATABASES", value_delimiter = ',', global = true)]
+    pub databases: Vec<String>,
+
+    /// Largest file the file store accepts, in bytes.
+    #[arg(long, env = "HERALD_MAX_FILE_BYTES", value_name = "HERALD_MAX_FILE_BYTES", default_value_t = 100 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub max_file_bytes: u64,
+
     /// Database connection pool size.
     #[arg(long, env = "HERALD_DB_POOL_SIZE", value_name = "HERALD_DB_POOL_SIZE", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(2..=1_000), global = true)]
@@ -152,8 +163,38 @@ impl Config {
         Duration::from_millis(self.sync_timeout_ms)
     }
 
+    /// The extra database aliases of HERALD_DATABASES, checked.
+    pub fn database_aliases(&self) -> Result<Vec<(String, String)>, String> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for entry in self.databases.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            let (alias, url) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("HERALD_DATABASES entry '{entry}' must look like alias=postgres://..."))?;
+            let (alias, url) = (alias.trim(), url.trim());
+            let alias_ok = (1..=63).contains(&alias.len())
+                && alias.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+            if !alias_ok {
+                return Err(format!(
+                    "HERALD_DATABASES alias '{alias}' is invalid: use 1 to 63 lower-case letters, digits, '_' or '-'"
+                ));
+            }
+            if alias == "default" {
+                return Err("HERALD_DATABASES cannot redefine the alias 'default': it is Herald's own database".into());
+            }
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(format!("HERALD_DATABASES: the URL of '{alias}' must start with postgres:// or postgresql://"));
+            }
+            if out.iter().any(|(a, _)| a == alias) {
+                return Err(format!("HERALD_DATABASES names the alias '{alias}' twice"));
+            }
+            out.push((alias.to_string(), url.to_string()));
+        }
+        Ok(out)
+    }
+
     /// Checks what clap's types cannot.
     pub fn validate(&self) -> Result<(), String> {
+        self.database_aliases()?;
         if let Some(url) = &self.database_url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err("DATABASE_URL must start with postgres:// or postgresql://".into());

@@ -79,6 +79,20 @@ impl Status {
     }
 }
 
+/// A table a database trigger may watch, as the trigger form lists them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TableInfo {
+    /// `schema.table`.
+    pub name: String,
+    /// The primary-key columns, in key order; empty when the table has none
+    /// (its events then carry `"find": {}`).
+    pub primary_key: Vec<String>,
+    /// Whether Herald's database user may install a trigger on it.
+    pub can_trigger: bool,
+}
+
 /// An event trigger: deliver events of `type` to `url`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]

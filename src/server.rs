@@ -50,6 +50,10 @@ pub fn engine_config(c: &Config) -> EngineConfig {
         shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
         retry: RetryPolicy { base: Duration::from_millis(c.retry_base_ms), ..RetryPolicy::default() },
         network_guard: c.block_private_networks.then(|| NetworkGuard { allowed: c.allowed_networks.clone() }),
+        // `validate` already refused a bad list.
+        databases: c.database_aliases().unwrap_or_default(),
+        files_dir: c.data_dir.join("files"),
+        max_file_bytes: c.max_file_bytes,
         ..EngineConfig::default()
     }
 }

@@ -11,7 +11,7 @@ use leptos::config::LeptosOptions;
 use serde_json::{json, Value};
 
 use crate::engine::projects::{AuthError, Role};
-use super::{health, logs, openapi, queue, triggers};
+use super::{files, health, logs, openapi, queue, triggers};
 use crate::engine::{Engine, EngineError};
 
 /// Shared by every handler and by Leptos.
@@ -38,6 +38,7 @@ pub fn routes(max_body_bytes: usize) -> Router<AppState> {
         .merge(triggers::routes())
         .merge(logs::routes())
         .merge(openapi::routes())
+        .merge(files::routes())
         // The handlers read the body themselves, up to this limit, so that an
         // oversize body gets a JSON 413 like every other error.
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
@@ -68,6 +69,8 @@ impl From<EngineError> for ApiError {
             EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
             EngineError::NotFound(_) => StatusCode::NOT_FOUND,
             EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            EngineError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             EngineError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
                 StatusCode::SERVICE_UNAVAILABLE

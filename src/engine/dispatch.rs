@@ -28,11 +28,18 @@ impl Engine {
     /// Starts the dispatcher, its NOTIFY listener and the lease sweeper. They stop
     /// when `shutdown()` is called.
     pub fn start(&self) -> Vec<JoinHandle<()>> {
-        vec![
+        let mut workers = vec![
             tokio::spawn(self.clone().listen()),
             tokio::spawn(self.clone().sweep_expired_leases()),
             tokio::spawn(self.clone().dispatch_loop()),
-        ]
+            tokio::spawn(self.clone().reconcile_loop()),
+        ];
+        let engine = self.clone();
+        workers.push(tokio::spawn(async move { engine.sync_all_tables().await }));
+        for alias in self.databases().aliases() {
+            workers.push(tokio::spawn(self.clone().drain_loop(alias)));
+        }
+        workers
     }
 
     /// Stops claiming, lets in-flight attempts finish within the grace period, then

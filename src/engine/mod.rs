@@ -3,8 +3,10 @@
 //! server functions both call it.
 
 pub mod admins;
+pub mod dbevents;
 pub mod deliver;
 pub mod dispatch;
+pub mod files;
 pub mod guard;
 pub mod logs;
 pub mod projects;
@@ -34,6 +36,12 @@ pub enum EngineError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A body over a size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The file store's disk failed.
+    #[error("{0}")]
+    Storage(String),
     /// The database cannot be reached right now; the caller may retry.
     #[error("the database is unavailable, try again shortly")]
     Unavailable(#[source] sqlx::Error),
@@ -68,6 +76,15 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// The SSRF guard; `None` lets deliveries reach any address.
     pub network_guard: Option<guard::NetworkGuard>,
+    /// Database aliases besides `default` (Herald's own database), with their URLs.
+    pub databases: Vec<(String, String)>,
+    /// Root of the file store.
+    pub files_dir: std::path::PathBuf,
+    /// Largest file the file store accepts.
+    pub max_file_bytes: u64,
+    /// How old a file intent must be before the reconciler settles it; younger
+    /// ones may still be in progress on some node.
+    pub intent_grace: Duration,
 }
 
 impl Default for EngineConfig {
@@ -81,6 +98,10 @@ impl Default for EngineConfig {
             shutdown_grace: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             network_guard: None,
+            databases: Vec::new(),
+            files_dir: std::path::PathBuf::from("data/files"),
+            max_file_bytes: 100 * 1024 * 1024,
+            intent_grace: Duration::from_secs(60),
         }
     }
 }
@@ -91,6 +112,8 @@ pub struct Engine(Arc<Inner>);
 
 struct Inner {
     pool: PgPool,
+    /// Every database alias, `default` included, with a pool for it.
+    databases: dbevents::Databases,
     node_id: Uuid,
     config: EngineConfig,
     http: reqwest::Client,
@@ -107,7 +130,9 @@ impl Engine {
     pub fn new(pool: PgPool, node_id: Uuid, config: EngineConfig) -> Self {
         let http = deliver::http_client(config.concurrency, config.network_guard.clone());
         crate::metrics::handle();
+        let databases = dbevents::Databases::new(&pool, &config.databases);
         Engine(Arc::new(Inner {
+            databases,
             pool,
             node_id,
             slots: Arc::new(Semaphore::new(config.concurrency)),
@@ -121,6 +146,10 @@ impl Engine {
 
     pub fn pool(&self) -> &PgPool {
         &self.0.pool
+    }
+
+    pub fn databases(&self) -> &dbevents::Databases {
+        &self.0.databases
     }
 
     /// This node's id: the CloudEvents `source` and the `id` claim of X-SC-Token.

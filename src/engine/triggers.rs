@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::dbevents::DEFAULT_ALIAS;
 use super::{Engine, EngineError};
 use crate::model::{Source, Trigger};
 use crate::store;
@@ -156,45 +157,127 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound(format!("no trigger named '{name}'")))
     }
 
-    /// Adds a trigger. A taken name is a `Conflict`.
+    /// Adds a trigger. A taken name is a `Conflict`. A database trigger installs
+    /// its row trigger before this returns; if that fails, nothing is saved.
     pub async fn create_trigger(&self, project: &str, input: TriggerInput) -> Result<Trigger, EngineError> {
-        let t = input.into_trigger(None)?;
+        let mut t = input.into_trigger(None)?;
+        self.check_source(&mut t).await?;
         match store::triggers::insert(self.pool(), project, &t).await {
-            Ok(()) => Ok(t),
+            Ok(()) => {}
             Err(e) if store::is_unique_violation(&e) => {
-                Err(EngineError::Conflict(format!("a trigger named '{}' already exists", t.name)))
+                return Err(EngineError::Conflict(format!("a trigger named '{}' already exists", t.name)))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        if let Err(e) = self.sync_watched(&[watched(&t)]).await {
+            store::triggers::delete(self.pool(), project, &t.name).await?;
+            let _ = self.sync_watched(&[watched(&t)]).await;
+            return Err(e);
+        }
+        Ok(t)
     }
 
     /// Replaces a trigger's settings; the name stays.
     pub async fn update_trigger(&self, project: &str, name: &str, input: TriggerInput) -> Result<Trigger, EngineError> {
-        let t = input.into_trigger(Some(name))?;
-        if store::triggers::update(self.pool(), project, &t).await? {
-            Ok(t)
-        } else {
-            Err(EngineError::NotFound(format!("no trigger named '{name}'")))
-        }
+        let mut t = input.into_trigger(Some(name))?;
+        self.check_source(&mut t).await?;
+        self.replace_trigger(project, t).await
     }
 
     /// Turns a trigger on or off; a disabled trigger receives nothing new.
     pub async fn set_trigger_enabled(&self, project: &str, name: &str, enabled: bool) -> Result<(), EngineError> {
         let mut t = self.get_trigger(project, name).await?;
         t.enabled = enabled;
-        if store::triggers::update(self.pool(), project, &t).await? {
-            Ok(())
-        } else {
-            Err(EngineError::NotFound(format!("no trigger named '{name}'")))
-        }
+        self.replace_trigger(project, t).await.map(|_| ())
     }
 
     /// Deletes a trigger and cancels its undelivered event logs. Returns how many.
     pub async fn delete_trigger(&self, project: &str, name: &str) -> Result<u64, EngineError> {
-        store::triggers::delete(self.pool(), project, name)
+        let old = store::triggers::get(self.pool(), project, name).await?;
+        let cancelled = store::triggers::delete(self.pool(), project, name)
             .await?
-            .ok_or_else(|| EngineError::NotFound(format!("no trigger named '{name}'")))
+            .ok_or_else(|| EngineError::NotFound(format!("no trigger named '{name}'")))?;
+        if let Some(old) = old {
+            // The trigger is gone either way; a row trigger left behind only makes
+            // changes that nobody receives, and the next start removes it.
+            if let Err(e) = self.sync_watched(&[watched(&old)]).await {
+                tracing::warn!(error = %e, "cannot remove a database trigger");
+            }
+        }
+        Ok(cancelled)
     }
+
+    /// Stores a new version of an existing trigger and brings the row triggers of
+    /// the tables it watched and watches in line; if that fails, the old version
+    /// comes back.
+    async fn replace_trigger(&self, project: &str, t: Trigger) -> Result<Trigger, EngineError> {
+        let old = store::triggers::get(self.pool(), project, &t.name)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no trigger named '{}'", t.name)))?;
+        if !store::triggers::update(self.pool(), project, &t).await? {
+            return Err(EngineError::NotFound(format!("no trigger named '{}'", t.name)));
+        }
+        let tables = [watched(&old), watched(&t)];
+        if let Err(e) = self.sync_watched(&tables).await {
+            store::triggers::update(self.pool(), project, &old).await?;
+            let _ = self.sync_watched(&tables).await;
+            return Err(e);
+        }
+        Ok(t)
+    }
+
+    async fn sync_watched(&self, tables: &[Option<(String, String)>]) -> Result<(), EngineError> {
+        let mut done: Vec<&(String, String)> = Vec::new();
+        for key in tables.iter().flatten() {
+            if !done.contains(&key) {
+                self.sync_table(&key.0, &key.1).await?;
+                done.push(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a database or file trigger's `options` against the world and writes
+    /// them back in their one normal form.
+    async fn check_source(&self, t: &mut Trigger) -> Result<(), EngineError> {
+        let string = |key: &str| -> Result<Option<String>, EngineError> {
+            match t.options.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.trim().to_string())),
+                Some(_) => Err(EngineError::Invalid(format!("`options.{key}` must be a string"))),
+            }
+        };
+        match t.source {
+            Source::Custom => {}
+            Source::Database => {
+                let alias = string("db")?.filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_ALIAS.to_string());
+                let table = string("table")?.unwrap_or_default();
+                let info = self.resolve_table(&alias, &table).await?;
+                t.options = serde_json::Map::from_iter([
+                    ("db".to_string(), alias.into()),
+                    ("table".to_string(), info.name.into()),
+                ]);
+            }
+            Source::File => {
+                let prefix = match string("prefix")?.as_deref() {
+                    None | Some("") | Some("/") => None,
+                    Some(p) => Some(super::files::display_path(&super::files::parse_path(p, "options.prefix")?)),
+                };
+                t.options = prefix.into_iter().map(|p| ("prefix".to_string(), p.into())).collect();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The (database alias, table) a database trigger watches.
+fn watched(t: &Trigger) -> Option<(String, String)> {
+    if t.source != Source::Database {
+        return None;
+    }
+    let db = t.options.get("db")?.as_str()?;
+    let table = t.options.get("table")?.as_str()?;
+    Some((db.to_string(), table.to_string()))
 }
 
 #[cfg(test)]

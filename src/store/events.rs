@@ -12,6 +12,16 @@ use crate::model::{EventLog, Invocation, Status};
 /// The channel dispatchers LISTEN on. One NOTIFY per transaction that adds due work.
 pub const WAKE_CHANNEL: &str = "herald_wake";
 
+/// Which triggers of an event's type receive it: a database trigger only the
+/// changes of its own database and table, a file trigger only paths under its
+/// prefix (a whole path segment: `/img` matches `/img/a.png`, not `/img2`).
+const SOURCE_MATCH: &str = "CASE t.source
+    WHEN 'database' THEN t.options->>'db' = ins.data->>'db' AND t.options->>'table' = ins.data->>'col'
+    WHEN 'file' THEN COALESCE(t.options->>'prefix', '/') = '/'
+        OR ins.data->>'path' = t.options->>'prefix'
+        OR starts_with(ins.data->>'path', (t.options->>'prefix') || '/')
+    ELSE true END";
+
 /// An event to store. Its id is chosen by the caller.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
@@ -71,7 +81,7 @@ pub async fn enqueue(
     let sync: Vec<bool> = events.iter().map(|e| e.synchronous).collect();
     let idem: Vec<Option<&str>> = events.iter().map(|e| e.idempotency_key.as_deref()).collect();
 
-    let inserted: Vec<(Uuid, Vec<Uuid>)> = sqlx::query_as(
+    let inserted: Vec<(Uuid, Vec<Uuid>)> = sqlx::query_as(&format!(
         "WITH input AS (
              SELECT * FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::bool[], $7::text[])
                  AS i (id, type, data, deliver_at, synchronous, idempotency_key)
@@ -91,13 +101,14 @@ pub async fn enqueue(
                          THEN now() + make_interval(secs => t.timeout_ms / 1000.0 + $9) END,
                     $8
              FROM ins JOIN event_triggers t ON t.project = $1 AND t.type = ins.type AND t.enabled
+                 AND {SOURCE_MATCH}
              ORDER BY ins.id, t.name
              RETURNING id, event_id
          )
-         SELECT ins.id, COALESCE(array_agg(logs.id) FILTER (WHERE logs.id IS NOT NULL), '{}')
+         SELECT ins.id, COALESCE(array_agg(logs.id) FILTER (WHERE logs.id IS NOT NULL), '{{}}')
          FROM ins LEFT JOIN logs ON logs.event_id = ins.id
-         GROUP BY ins.id",
-    )
+         GROUP BY ins.id"
+    ))
     .bind(project)
     .bind(&ids)
     .bind(&types)

@@ -30,3 +30,7 @@ pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<
 pub fn is_unique_violation(e: &DbError) -> bool {
     matches!(e, DbError::Database(d) if d.code().as_deref() == Some("23505"))
 }
+
+pub fn is_foreign_key_violation(e: &DbError) -> bool {
+    matches!(e, DbError::Database(d) if d.code().as_deref() == Some("23503"))
+}

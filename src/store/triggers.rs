@@ -124,3 +124,38 @@ pub async fn delete(pool: &PgPool, project: &str, name: &str) -> Result<Option<u
     tx.commit().await?;
     Ok(Some(cancelled.rows_affected()))
 }
+
+/// The event types of the enabled database triggers watching one table, sorted.
+pub async fn watched_ops(pool: &PgPool, alias: &str, table: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT type FROM event_triggers
+         WHERE source = 'database' AND enabled AND options->>'db' = $1 AND options->>'table' = $2
+         ORDER BY type",
+    )
+    .bind(alias)
+    .bind(table)
+    .fetch_all(pool)
+    .await
+}
+
+/// Every table of a database alias that some database trigger names.
+pub async fn watched_tables(pool: &PgPool, alias: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT options->>'table' FROM event_triggers
+         WHERE source = 'database' AND options->>'db' = $1 AND options ? 'table'",
+    )
+    .bind(alias)
+    .fetch_all(pool)
+    .await
+}
+
+/// (project, type, table) of every enabled database trigger on a database alias.
+pub async fn watchers(pool: &PgPool, alias: &str) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT DISTINCT project, type, options->>'table' FROM event_triggers
+         WHERE source = 'database' AND enabled AND options->>'db' = $1 AND options ? 'table'",
+    )
+    .bind(alias)
+    .fetch_all(pool)
+    .await
+}
