@@ -6,7 +6,7 @@ use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ApiKey, LogPage, Summary, Trigger};
+use crate::model::{ApiKey, LogPage, Summary, TableInfo, Trigger};
 
 /// The one error type of the UI's server functions. Internal details stay in the
 /// server log; the browser gets a plain message.
@@ -68,6 +68,11 @@ pub struct TriggerForm {
     pub timeout_ms: String,
     pub headers: Vec<(String, String)>,
     pub enabled: bool,
+    /// Database source: the alias and the `schema.table`.
+    pub db: String,
+    pub table: String,
+    /// File source: the folder it is limited to, if any.
+    pub prefix: String,
 }
 
 /// One delivery of a synchronous event, as the Trigger modal shows it.
@@ -141,6 +146,26 @@ pub async fn save_trigger(project: String, form: TriggerForm, create: bool) -> R
             engine.update_trigger(&project, &name, input).await
         };
         saved.map_err(server::engine_error)
+    })
+    .await
+}
+
+/// The database aliases a database trigger may name.
+#[server(endpoint = "list_databases")]
+pub async fn list_databases() -> Result<Vec<String>, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        Ok(engine.databases().aliases())
+    })
+    .await
+}
+
+/// The tables of a database alias that a database trigger may watch.
+#[server(endpoint = "list_tables")]
+pub async fn list_tables(db: String) -> Result<Vec<TableInfo>, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        engine.list_tables(&db).await.map_err(server::engine_error)
     })
     .await
 }
@@ -492,6 +517,14 @@ mod server {
         for (k, v) in form.headers.into_iter().filter(|(k, v)| !(k.trim().is_empty() && v.trim().is_empty())) {
             headers.insert(k.trim().to_string(), Value::String(v));
         }
+        let options = match form.source.as_str() {
+            "database" => Some(serde_json::Map::from_iter([
+                ("db".to_string(), Value::String(form.db.trim().to_string())),
+                ("table".to_string(), Value::String(form.table.trim().to_string())),
+            ])),
+            "file" => Some(serde_json::Map::from_iter([("prefix".to_string(), Value::String(form.prefix.trim().to_string()))])),
+            _ => None,
+        };
         Ok(TriggerInput {
             name: Some(form.name.trim().to_string()),
             source: Some(if form.source.is_empty() { "custom".into() } else { form.source }),
@@ -501,7 +534,7 @@ mod server {
             timeout_ms: number("timeoutMs", "Timeout", &form.timeout_ms)?,
             headers: Some(headers),
             enabled: Some(form.enabled),
-            options: None,
+            options,
         })
     }
 

@@ -355,6 +355,13 @@ impl Engine {
     pub async fn drain_changes(&self, alias: &str) -> Result<usize, EngineError> {
         let source = self.databases().get(alias)?;
         let mut src = source.begin().await?;
+        let outbox: bool = sqlx::query_scalar("SELECT to_regclass('herald.changes') IS NOT NULL")
+            .fetch_one(&mut *src)
+            .await?;
+        if !outbox {
+            // No database trigger was ever installed there.
+            return Ok(0);
+        }
         let changes: Vec<Change> = match sqlx::query_as(
             "SELECT id, uid, tbl, op, doc, before, find FROM herald.changes ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )

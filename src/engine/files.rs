@@ -62,6 +62,15 @@ pub fn parse_path(raw: &str, field: &str) -> Result<Vec<String>, EngineError> {
     Ok(segments)
 }
 
+/// Reads a path as a request names it, relative to the store's root: a leading
+/// '/' (an absolute path, e.g. `files//etc/passwd` or `files/%2Fetc`) is refused.
+fn request_path(raw: &str) -> Result<Vec<String>, EngineError> {
+    if raw.starts_with('/') {
+        return Err(invalid(format!("`path` '{raw}' is absolute; name it relative to the file store")));
+    }
+    parse_path(raw, "path")
+}
+
 /// The form paths take in events and replies: "/a/b.txt", or "/" for the root.
 pub fn display_path(segments: &[String]) -> String {
     format!("/{}", segments.join("/"))
@@ -165,7 +174,7 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let segments = parse_path(raw_path, "path")?;
+        let segments = request_path(raw_path)?;
         if segments.is_empty() {
             return Err(invalid("`path` must name a file, not the root folder"));
         }
@@ -237,7 +246,7 @@ impl Engine {
     /// Creates a folder and its missing parents: FILE_CREATE for the folder. An
     /// existing folder is a success that creates and fires nothing.
     pub async fn make_folder(&self, project: &str, raw_path: &str) -> Result<FileOutcome, EngineError> {
-        let segments = parse_path(raw_path, "path")?;
+        let segments = request_path(raw_path)?;
         if segments.is_empty() {
             return Err(invalid("`path` must name a folder, not the root folder"));
         }
@@ -262,7 +271,7 @@ impl Engine {
 
     /// Deletes a file, or a folder with everything in it: FILE_DELETE.
     pub async fn delete_path(&self, project: &str, raw_path: &str) -> Result<FileOutcome, EngineError> {
-        let segments = parse_path(raw_path, "path")?;
+        let segments = request_path(raw_path)?;
         if segments.is_empty() {
             return Err(invalid("`path` must name a file or folder; the root folder cannot be deleted"));
         }
@@ -287,7 +296,7 @@ impl Engine {
 
     /// A file to download, or a folder's listing.
     pub async fn read_path(&self, project: &str, raw_path: &str) -> Result<Found, EngineError> {
-        let segments = parse_path(raw_path, "path")?;
+        let segments = request_path(raw_path)?;
         let shown = display_path(&segments);
         let target = self.disk_path(project, &segments).await?;
         let m = match tokio::fs::metadata(&target).await {

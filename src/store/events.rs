@@ -89,7 +89,7 @@ pub async fn enqueue(
              INSERT INTO events (id, project, type, data, deliver_at, synchronous, idempotency_key)
              SELECT id, $1, type, data, deliver_at, synchronous, idempotency_key FROM input
              ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-             RETURNING id, type, deliver_at
+             RETURNING id, type, data, deliver_at
          ), logs AS (
              INSERT INTO event_logs (id, event_id, project, trigger_name, status, next_attempt_at, lease_until, leased_by)
              SELECT gen_random_uuid(), ins.id, $1, t.name,

@@ -144,6 +144,10 @@ pub fn test_config() -> EngineConfig {
         shutdown_grace: Duration::from_secs(5),
         retry: RetryPolicy { base: Duration::from_millis(50), ..RetryPolicy::default() },
         network_guard: None,
+        databases: Vec::new(),
+        files_dir: std::env::temp_dir().join(format!("herald-test-files-{}", Uuid::new_v4())),
+        max_file_bytes: 1024 * 1024,
+        intent_grace: Duration::from_millis(500),
     }
 }
 
@@ -198,6 +202,11 @@ impl Herald {
         self.post("/v1/api/default/eventing/queue", body).await
     }
 
+    /// DELETEs a path with the admin key.
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.delete(format!("{}{}", self.base, path))).await
+    }
+
     /// Adds a trigger through the API; `extra` may set retries, timeoutMs, headers.
     pub async fn trigger(&self, name: &str, event_type: &str, url: &str, extra: Value) {
         let mut body = json!({"name": name, "type": event_type, "url": url});
@@ -231,6 +240,17 @@ impl Herald {
         })
         .await
     }
+}
+
+/// A PostgreSQL URL for another database on the test cluster, as `user`.
+pub fn database_url(database: &str, user: &str) -> String {
+    let base = std::env::var("DATABASE_URL").expect("tests run under scripts/with-postgres.sh");
+    let mut url = reqwest::Url::parse(&base).expect("DATABASE_URL is a URL");
+    url.set_path(&format!("/{database}"));
+    let query: Vec<(String, String)> =
+        url.query_pairs().filter(|(k, _)| k != "user").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    url.query_pairs_mut().clear().extend_pairs(query).append_pair("user", user);
+    url.to_string()
 }
 
 /// Polls `check` until it returns `Some`, failing the test after `bound`.

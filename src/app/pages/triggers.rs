@@ -3,10 +3,10 @@
 use leptos::prelude::*;
 
 use crate::api::ui::{
-    list_triggers, AppError, DeleteTrigger, FireEvent, FireResult, SaveTrigger, SetTriggerEnabled, TriggerForm,
+    list_databases, list_tables, list_triggers, AppError, DeleteTrigger, FireEvent, FireResult, SaveTrigger, SetTriggerEnabled, TriggerForm,
 };
 use crate::app::use_project;
-use crate::model::Trigger;
+use crate::model::{Source, Trigger};
 
 /// What the page shows over the table.
 #[derive(Clone)]
@@ -90,7 +90,9 @@ pub fn EventTriggers() -> impl IntoView {
                                                 </button>
                                             </td>
                                             <td class="actions">
-                                                <button on:click=move |_| dialog.set(Dialog::Fire(fire.clone()))>"Trigger"</button>
+                                                <button disabled=t.source != Source::Custom
+                                                    title=if t.source == Source::Custom { "Fire a test event" } else { "Fires on real database or file changes" }
+                                                    on:click=move |_| dialog.set(Dialog::Fire(fire.clone()))>"Trigger"</button>
                                                 <button on:click=move |_| dialog.set(Dialog::Edit { form: form_of(&edit), create: false })>"Edit"</button>
                                                 {move || if confirm_delete.get().as_deref() == Some(n2.as_str()) {
                                                     let n = n3.clone();
@@ -138,7 +140,14 @@ fn form_of(t: &Trigger) -> TriggerForm {
         timeout_ms: t.timeout_ms.to_string(),
         headers: t.headers.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect(),
         enabled: t.enabled,
+        db: option(t, "db"),
+        table: option(t, "table"),
+        prefix: option(t, "prefix"),
     }
+}
+
+fn option(t: &Trigger, key: &str) -> String {
+    t.options.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_string()
 }
 
 /// The Add/Edit form (seed 001): errors appear next to their field and what was
@@ -158,12 +167,28 @@ fn TriggerFormDialog(form: TriggerForm, create: bool, on_done: impl Fn(bool) + C
             on_done(true);
         }
     });
-    let types_for = |source: &str| -> Vec<&'static str> {
+    // (event type, what the Operation select shows)
+    let types_for = |source: &str| -> Vec<(&'static str, &'static str)> {
         match source {
-            "database" => vec!["DB_INSERT", "DB_UPDATE", "DB_DELETE"],
-            "file" => vec!["FILE_CREATE", "FILE_DELETE"],
+            "database" => vec![("DB_INSERT", "Insert (DB_INSERT)"), ("DB_UPDATE", "Update (DB_UPDATE)"), ("DB_DELETE", "Delete (DB_DELETE)")],
+            "file" => vec![("FILE_CREATE", "Create (FILE_CREATE)"), ("FILE_DELETE", "Delete (FILE_DELETE)")],
             _ => vec![],
         }
+    };
+    let source = move || form.with(|f| f.source.clone());
+    let databases = Resource::new(|| (), |_| list_databases());
+    let tables = Resource::new(
+        move || form.with(|f| (f.source == "database" && !f.db.is_empty()).then(|| f.db.clone())),
+        |db| async move {
+            match db {
+                Some(db) => list_tables(db).await,
+                None => Ok(Vec::new()),
+            }
+        },
+    );
+    let chosen_table = move || {
+        let name = form.with(|f| f.table.clone());
+        tables.get().and_then(Result::ok).and_then(|list| list.into_iter().find(|t| t.name == name))
     };
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -190,7 +215,8 @@ fn TriggerFormDialog(form: TriggerForm, create: bool, on_done: impl Fn(bool) + C
                     <select name="source" prop:value=move || form.with(|f| f.source.clone())
                         on:change=move |ev| form.update(|f| {
                             f.source = event_target_value(&ev);
-                            if let Some(first) = types_for(&f.source).first() { f.event_type = first.to_string(); }
+                            if let Some(first) = types_for(&f.source).first() { f.event_type = first.0.to_string(); }
+                            if f.source == "database" && f.db.is_empty() { f.db = "default".into(); }
                         })>
                         <option value="custom">"Custom"</option>
                         <option value="database">"Database"</option>
@@ -198,22 +224,66 @@ fn TriggerFormDialog(form: TriggerForm, create: bool, on_done: impl Fn(bool) + C
                     </select>
                     {error_for("source")}
                 </label>
-                <label>"Type"
+                {move || (source() == "database").then(|| view! {
+                    <label>"Database"
+                        <select name="db" on:change=move |ev| form.update(|f| { f.db = event_target_value(&ev); f.table.clear(); })>
+                            {move || databases.get().and_then(Result::ok).unwrap_or_default().into_iter().map(|alias| {
+                                let selected = { let a = alias.clone(); move || form.with(|f| f.db == a) };
+                                view! { <option value=alias.clone() selected=selected>{alias.clone()}</option> }
+                            }).collect_view()}
+                        </select>
+                        {error_for("options.db")}
+                    </label>
+                    <label>"Table"
+                        <select name="table" on:change=move |ev| form.update(|f| f.table = event_target_value(&ev))>
+                            <option value="" selected=move || form.with(|f| f.table.is_empty())>"Choose a table…"</option>
+                            {move || match tables.get() {
+                                Some(Ok(list)) => list.into_iter().map(|t| {
+                                    let mut label = t.name.clone();
+                                    if t.primary_key.is_empty() { label.push_str(" (no primary key)"); }
+                                    if !t.can_trigger { label.push_str(" (no permission)"); }
+                                    let selected = { let n = t.name.clone(); move || form.with(|f| f.table == n) };
+                                    view! { <option value=t.name.clone() selected=selected>{label}</option> }
+                                }).collect_view().into_any(),
+                                _ => ().into_any(),
+                            }}
+                        </select>
+                        {move || match tables.get() {
+                            Some(Err(e)) => Some(view! { <span class="field-error">{e.to_string()}</span> }),
+                            _ => None,
+                        }}
+                        {error_for("options.table")}
+                        {move || chosen_table().filter(|t| t.primary_key.is_empty()).map(|_| view! {
+                            <span class="field-warning" role="note">
+                                "This table has no primary key: its events carry an empty " <code>"find"</code> "."
+                            </span>
+                        })}
+                    </label>
+                })}
+                <label>{move || if types_for(&source()).is_empty() { "Type" } else { "Operation" }}
                     {move || {
-                        let types = types_for(&form.with(|f| f.source.clone()));
+                        let types = types_for(&source());
                         if types.is_empty() {
                             text_input!(event_type, "type").into_any()
                         } else {
                             view! {
-                                <select name="type" prop:value=move || form.with(|f| f.event_type.clone())
-                                    on:change=move |ev| form.update(|f| f.event_type = event_target_value(&ev))>
-                                    {types.into_iter().map(|t| view! { <option value=t>{t}</option> }).collect_view()}
+                                <select name="type" on:change=move |ev| form.update(|f| f.event_type = event_target_value(&ev))>
+                                    {types.into_iter().map(|(t, label)| view! {
+                                        <option value=t selected=move || form.with(|f| f.event_type == t)>{label}</option>
+                                    }).collect_view()}
                                 </select>
                             }.into_any()
                         }
                     }}
                     {error_for("type")}
                 </label>
+                {move || (source() == "file").then(|| view! {
+                    <label>"Folder (optional)"
+                        <input name="prefix" placeholder="/invoices" prop:value=move || form.with(|f| f.prefix.clone())
+                            on:input=move |ev| form.update(|f| f.prefix = event_target_value(&ev))/>
+                        {error_for("options.prefix")}
+                    </label>
+                })}
                 <label>"Webhook URL"
                     {text_input!(url, "url")}
                     {error_for("url")}
