@@ -184,6 +184,9 @@ impl Config {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(format!("HERALD_DATABASES: the URL of '{alias}' must start with postgres:// or postgresql://"));
             }
+            if let Err(e) = url.parse::<sqlx::postgres::PgConnectOptions>() {
+                return Err(format!("HERALD_DATABASES: the URL of '{alias}' is not a valid PostgreSQL URL: {e}"));
+            }
             if out.iter().any(|(a, _)| a == alias) {
                 return Err(format!("HERALD_DATABASES names the alias '{alias}' twice"));
             }

@@ -201,7 +201,7 @@ async fn bad_database_triggers_get_clear_errors_and_change_nothing(pool: PgPool)
         (json!({"table": "nope"}), "there is no table public.nope in the database 'default'"),
         (json!({"db": "elsewhere", "table": "guarded"}), "there is no database alias 'elsewhere'"),
         (json!({"table": "events"}), "public.events belongs to Herald"),
-        (json!({}), "`options.table` is required"),
+        (json!({}), "`options.table`: a table is required"),
         (json!({"db": "limited", "table": "guarded"}), "may not create triggers on public.guarded"),
     ];
     for (options, want) in cases {

@@ -16,7 +16,6 @@ use crate::engine::projects::Role;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/api/{project}/files", get(list_root))
-        .route("/v1/api/{project}/files/", get(list_root))
         .route("/v1/api/{project}/files/{*path}", get(read).post(create).delete(remove))
         // Uploads are streamed to disk and counted against HERALD_MAX_FILE_BYTES
         // there, not buffered against the JSON body limit.
@@ -45,6 +44,10 @@ async fn read(
     found(state.engine.read_path(&project, &path).await?).await
 }
 
+#[utoipa::path(get, path = "/v1/api/{project}/files", tag = "files",
+    params(("project" = String, Path, description = "Project id")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The root folder's listing `{path, items: [{name, type, size, modifiedAt}]}`")))]
 async fn list_root(
     State(state): State<AppState>,
     Path(project): Path<String>,

@@ -87,7 +87,7 @@ impl Modify for BearerAuth {
         super::triggers::list, super::triggers::create, super::triggers::read, super::triggers::update,
         super::triggers::remove,
         super::logs::list, super::logs::detail, super::logs::redeliver, super::logs::cancel, super::logs::replay,
-        super::files::read, super::files::create, super::files::remove,
+        super::files::list_root, super::files::read, super::files::create, super::files::remove,
         openapi_json,
     ),
     modifiers(&BearerAuth),

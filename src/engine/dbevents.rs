@@ -230,7 +230,7 @@ impl Engine {
         let table = table.trim();
         if table.is_empty() {
             return Err(EngineError::Invalid(
-                "`options.table` is required: name the table to watch, such as public.orders".into(),
+                "`options.table`: a table is required; name the one to watch, such as public.orders".into(),
             ));
         }
         let pool = self.databases().get(alias)?;
