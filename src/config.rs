@@ -215,3 +215,31 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_databases(list: &[&str]) -> Result<Vec<(String, String)>, String> {
+        let cli = Cli::try_parse_from(["herald"]).unwrap();
+        Config { databases: list.iter().map(|s| s.to_string()).collect(), ..cli.config }.database_aliases()
+    }
+
+    #[test]
+    fn database_aliases_are_checked() {
+        assert_eq!(
+            with_databases(&["shop=postgres://app@db/shop", " crm = postgresql:///crm?host=/run "]).unwrap(),
+            vec![("shop".into(), "postgres://app@db/shop".into()), ("crm".into(), "postgresql:///crm?host=/run".into())]
+        );
+        for (bad, want) in [
+            ("postgres://x/y", "alias=postgres"),
+            ("default=postgres://x/y", "cannot redefine"),
+            ("Shop=postgres://x/y", "is invalid"),
+            ("shop=mysql://x/y", "must start with"),
+        ] {
+            let err = with_databases(&[bad]).unwrap_err();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
+        assert!(with_databases(&["a=postgres://x/a", "a=postgres://x/b"]).unwrap_err().contains("twice"));
+    }
+}

@@ -82,6 +82,7 @@ async fn create_read_and_delete_fire_their_events(pool: PgPool) {
     // Delete a file, then a folder with what it holds.
     let (status, reply) = h.delete(&format!("{FILES}/docs/readme.txt")).await;
     assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply, json!({"path": "/docs/readme.txt", "type": "file", "meta": {"size": 5, "contentType": "text/plain"}}));
     let (status, _) = h.delete(&format!("{FILES}/docs")).await;
     assert_eq!(status, 200);
     wait_count(&rx, 5).await;

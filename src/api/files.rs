@@ -122,7 +122,7 @@ async fn create(
             ))
         }
     };
-    let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if outcome.created == Some(false) { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(outcome)).into_response())
 }
 

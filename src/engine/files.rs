@@ -96,8 +96,10 @@ pub struct FileOutcome {
     pub kind: &'static str,
     #[schema(value_type = Object)]
     pub meta: Value,
-    /// False when the folder already existed: nothing was created, nothing fired.
-    pub created: bool,
+    /// Creates only: false when the folder already existed (nothing was created,
+    /// nothing fired).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
 }
 
 /// What a GET found.
@@ -219,7 +221,7 @@ impl Engine {
             return Err(e);
         }
         self.stage_and_fire(intent, project, "FILE_CREATE", &shown, "file", &meta).await?;
-        Ok(FileOutcome { path: shown, kind: "file", meta, created: true })
+        Ok(FileOutcome { path: shown, kind: "file", meta, created: Some(true) })
     }
 
     async fn write_tmp<S, E>(&self, tmp: &Path, body: &mut S) -> Result<u64, EngineError>
@@ -254,7 +256,7 @@ impl Engine {
         let target = self.disk_path(project, &segments).await?;
         match tokio::fs::metadata(&target).await {
             Ok(m) if m.is_dir() => {
-                return Ok(FileOutcome { path: shown, kind: "folder", meta: json!({}), created: false })
+                return Ok(FileOutcome { path: shown, kind: "folder", meta: json!({}), created: Some(false) })
             }
             Ok(_) => return Err(EngineError::Conflict(format!("{shown} is a file"))),
             Err(_) => {}
@@ -266,7 +268,7 @@ impl Engine {
             return Err(io_error("create", &shown, e));
         }
         self.stage_and_fire(intent, project, "FILE_CREATE", &shown, "folder", &meta).await?;
-        Ok(FileOutcome { path: shown, kind: "folder", meta, created: true })
+        Ok(FileOutcome { path: shown, kind: "folder", meta, created: Some(true) })
     }
 
     /// Deletes a file, or a folder with everything in it: FILE_DELETE.
@@ -291,7 +293,7 @@ impl Engine {
             return Err(io_error("delete", &shown, e));
         }
         self.stage_and_fire(intent, project, "FILE_DELETE", &shown, kind, &meta).await?;
-        Ok(FileOutcome { path: shown, kind, meta, created: false })
+        Ok(FileOutcome { path: shown, kind, meta, created: None })
     }
 
     /// A file to download, or a folder's listing.
