@@ -11,7 +11,7 @@ CARGO_LEPTOS_VERSION := 0.3.10
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-rust test-e2e build build-release deps deps-test clean
+.PHONY: run test test-rust test-e2e bench build build-release deps deps-test clean
 
 ## make run: serve the release build at http://127.0.0.1:3000 on the embedded database.
 run: build-release
@@ -22,6 +22,10 @@ test: deps-test
 	scripts/with-postgres.sh cargo test --features ssr
 	cargo leptos build
 	scripts/with-postgres.sh scripts/e2e.sh
+
+## make bench: throughput and latency figures (release build). BENCH_ARGS=--quick for a short run.
+bench: build-release
+	./target/release/herald bench $(BENCH_ARGS)
 
 test-rust:
 	scripts/with-postgres.sh cargo test --features ssr

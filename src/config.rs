@@ -28,6 +28,9 @@ pub enum Command {
     /// Manage Mission Control accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Measure throughput and latency: starts a webhook sink and (unless --url) a
+    /// Herald on its own database, then prints a table and one JSON line per scenario.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@
 //! - `engine` (server only): queueing, dispatch, delivery, retries.
 //! - `store` (server only): every SQL statement.
 //! - `api`: the HTTP handlers (server only) and the UI's server functions.
+//! - `bench` (server only): `herald bench`, the benchmark harness.
 
 #![recursion_limit = "256"]
 
@@ -12,6 +13,8 @@ pub mod api;
 pub mod app;
 pub mod model;
 
+#[cfg(feature = "ssr")]
+pub mod bench;
 #[cfg(feature = "ssr")]
 pub mod config;
 #[cfg(feature = "ssr")]

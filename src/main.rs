@@ -30,6 +30,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Some(Command::Bench(args)) = cli.command {
+        return herald::bench::run(args).await;
+    }
     let config = cli.config;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create HERALD_DATA_DIR {}", config.data_dir.display()))?;
@@ -99,6 +102,8 @@ async fn with_database(config: &Config, options: PgConnectOptions, command: Opti
             Ok(())
         }
         Command::Serve => serve(config, engine).await,
+        // `run` handles it before any database is started.
+        Command::Bench(_) => Ok(()),
     };
     pool.close().await;
     result
