@@ -120,6 +120,13 @@ pub fn json_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Va
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "the body is empty; send a JSON object"));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")))
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")))?;
+    if crate::engine::queue::holds_nul(&value) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the body contains a NUL character (\\u0000), which PostgreSQL cannot store",
+        ));
+    }
+    Ok(value)
 }

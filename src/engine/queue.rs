@@ -46,6 +46,17 @@ fn invalid(msg: impl Into<String>) -> EngineError {
     EngineError::Invalid(msg.into())
 }
 
+/// Whether any string or key in a JSON value holds U+0000, which PostgreSQL's
+/// jsonb and text refuse.
+pub fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
 /// Reads a queue body (SPEC §2) into an event. Unknown keys are ignored.
 pub fn parse_event(body: &Value, now: DateTime<Utc>) -> Result<QueueRequest, EngineError> {
     let obj = body.as_object().ok_or_else(|| invalid("the body must be a JSON object"))?;
@@ -62,6 +73,9 @@ pub fn parse_event(body: &Value, now: DateTime<Utc>) -> Result<QueueRequest, Eng
     }
     // `payload` is what Space Cloud's own clients send.
     let data = obj.get("data").or_else(|| obj.get("payload")).cloned().unwrap_or(Value::Null);
+    if holds_nul(&data) {
+        return Err(invalid("`data` contains a NUL character (\\u0000), which PostgreSQL cannot store"));
+    }
 
     let base = match obj.get("timestamp") {
         None | Some(Value::Null) => now,
@@ -237,6 +251,7 @@ mod tests {
             (json!({"type": "t", "timestamp": true}), "`timestamp`"),
             (json!({"type": "t", "isSynchronous": "yes"}), "`isSynchronous`"),
             (json!({"type": "t", "idempotencyKey": 7}), "`idempotencyKey`"),
+            (json!({"type": "t", "data": {"a": ["x\u{0}y"]}}), "NUL"),
         ];
         for (body, want) in cases {
             let err = parse(body.clone()).unwrap_err();
