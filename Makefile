@@ -11,7 +11,7 @@ CARGO_LEPTOS_VERSION := 0.3.10
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-rust test-e2e bench build build-release deps deps-test clean
+.PHONY: run test test-rust test-e2e test-faults bench build build-release deps deps-test clean
 
 ## make run: serve the release build at http://127.0.0.1:3000 on the embedded database.
 run: build-release
@@ -26,6 +26,10 @@ test: deps-test
 ## make bench: throughput and latency figures (release build). BENCH_ARGS=--quick for a short run.
 bench: build-release
 	./target/release/herald bench $(BENCH_ARGS)
+
+## make test-faults: the fault-injection suite (Herald killed and restarted under load).
+test-faults:
+	scripts/with-postgres.sh cargo test --features ssr --test faults -- --ignored --nocapture
 
 test-rust:
 	scripts/with-postgres.sh cargo test --features ssr

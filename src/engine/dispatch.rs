@@ -83,6 +83,21 @@ impl Engine {
     }
 
     async fn dispatch_loop(self) {
+        // Leases held under this node id from before this start belong to its
+        // previous run (it was killed): give them back at once rather than wait for
+        // them to expire. Rows claimed since (by a synchronous event) stay.
+        // The database's clock, which also stamped the old leases.
+        let started: Option<chrono::DateTime<Utc>> =
+            sqlx::query_scalar("SELECT now()").fetch_one(self.pool()).await.ok();
+        let released = match started {
+            Some(t) => store::release_taken_before(self.pool(), self.node_id(), Some(t)).await,
+            None => Ok(0),
+        };
+        match released {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "took back the leases of this node's previous run"),
+            Err(e) => tracing::warn!(error = %e, "cannot release old leases; they will expire instead"),
+        }
         let cancel = self.0.shutdown.clone();
         let poll = self.config().poll_interval;
         while !cancel.is_cancelled() {

@@ -280,11 +280,22 @@ pub async fn requeue_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
 
 /// Gives back every lease `node` holds, at shutdown.
 pub async fn release(pool: &PgPool, node: Uuid) -> Result<u64, sqlx::Error> {
+    release_taken_before(pool, node, None).await
+}
+
+/// Gives back the leases `node` took before `before` (when given): at start-up,
+/// those of its previous run, leaving alone what this run has already claimed.
+pub async fn release_taken_before(
+    pool: &PgPool,
+    node: Uuid,
+    before: Option<DateTime<Utc>>,
+) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE event_logs SET status = 'pending', lease_until = NULL, leased_by = NULL, updated_at = now()
-         WHERE status = 'processing' AND leased_by = $1",
+         WHERE status = 'processing' AND leased_by = $1 AND ($2::timestamptz IS NULL OR updated_at < $2)",
     )
     .bind(node)
+    .bind(before)
     .execute(pool)
     .await?;
     if r.rows_affected() > 0 {
