@@ -102,3 +102,115 @@ async fn kill_9_in_the_middle_of_50_000_deliveries_loses_nothing(pool: PgPool) {
     .unwrap();
     assert_eq!(bad, 0, "every processed event log has its acknowledged attempt recorded");
 }
+
+/// The node id a child wrote into its data folder.
+async fn node_id_of(data: &std::path::Path) -> String {
+    let file = data.join("node_id");
+    wait_for(Duration::from_secs(30), || async { std::fs::read_to_string(&file).ok().map(|s| s.trim().to_string()) })
+        .await
+}
+
+async fn queue_many(engine: &Engine, event_type: &str, from: usize, to: usize) {
+    let mut at = from;
+    while at < to {
+        let end = (at + 1000).min(to);
+        let events: Vec<_> = (at..end).map(|i| json!({"type": event_type, "data": {"seq": i}})).collect();
+        engine.queue_batch("default", &json!({"events": events})).await.unwrap();
+        at = end;
+    }
+}
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+#[ignore = "fault suite: run with make test-faults"]
+async fn three_nodes_share_100_000_deliveries_and_take_over_a_killed_one(pool: PgPool) {
+    const N: usize = 100_000;
+    let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&pool).await.unwrap();
+    let url = database_url(&db, "postgres");
+    let rx = Receiver::start().await;
+    let engine = Engine::new(pool.clone(), Uuid::new_v4(), Default::default());
+    engine.bootstrap().await.unwrap();
+    for (name, t) in [("spread", "spread"), ("takeover", "takeover")] {
+        let input = serde_json::from_value(json!({"name": name, "type": t, "url": rx.url(&format!("/{name}")), "timeoutMs": 2000}))
+            .unwrap();
+        engine.create_trigger("default", input).await.unwrap();
+    }
+    queue_many(&engine, "spread", 0, N).await;
+
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let data = std::env::temp_dir().join(format!("herald-faults-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&data).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = spawn(&url, &data, port);
+        nodes.push((child, data));
+    }
+    let started = std::time::Instant::now();
+    wait_for(Duration::from_secs(900), || async { (rx.count() >= N).then_some(()) }).await;
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut per_seq: HashMap<u64, usize> = HashMap::new();
+    let mut per_node: HashMap<String, usize> = HashMap::new();
+    for r in rx.received() {
+        let body = r.json();
+        *per_seq.entry(body["data"]["seq"].as_u64().unwrap()).or_default() += 1;
+        *per_node.entry(body["source"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    eprintln!("3 nodes delivered {N} events in {took:?}: {per_node:?}");
+    assert_eq!(per_seq.len(), N);
+    assert!(per_seq.values().all(|&c| c == 1), "each event log is delivered exactly once without faults");
+    assert_eq!(per_node.len(), 3, "all three nodes delivered");
+    assert!(per_node.values().all(|&c| c >= N / 10), "the work is spread: {per_node:?}");
+
+    // Now slow deliveries, so that work is leased when a node dies.
+    rx.always(common::Reply::json(200, json!({})).delayed(Duration::from_millis(300)));
+    const M: usize = 3000;
+    queue_many(&engine, "takeover", 0, M).await;
+    let victim = node_id_of(&nodes[0].1).await;
+    let base = rx.count();
+    wait_for(Duration::from_secs(120), || async { (rx.count() >= base + 300).then_some(()) }).await;
+    nodes[0].0.kill().unwrap();
+    nodes[0].0.wait().unwrap();
+    let killed_at = std::time::Instant::now();
+    let victim_id = Uuid::parse_str(&victim).unwrap();
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM event_logs WHERE status = 'processing' AND leased_by = $1")
+        .bind(victim_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // The lease is the trigger's timeout (2 s) plus the 30 s margin; the sweep runs every 10 s.
+    wait_for(Duration::from_secs(60), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM event_logs WHERE status = 'processing' AND leased_by = $1")
+            .bind(victim_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (n == 0).then_some(())
+    })
+    .await;
+    let taken_over = killed_at.elapsed();
+    wait_for(Duration::from_secs(300), || async {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM event_logs WHERE status <> 'processed'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    eprintln!("killed a node holding {held} leases; the others took them over after {taken_over:?}");
+    assert!(taken_over <= Duration::from_secs(32 + 10 + 2), "taken over within the lease time plus one sweep");
+    let seen: std::collections::HashSet<u64> = rx
+        .received()
+        .iter()
+        .filter(|r| r.path == "/takeover")
+        .map(|r| r.json()["data"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seen.len(), M, "every event of the second wave arrived");
+    for (i, (mut child, data)) in nodes.into_iter().enumerate() {
+        if i > 0 {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        let _ = std::fs::remove_dir_all(data);
+    }
+}
