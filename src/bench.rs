@@ -447,7 +447,21 @@ async fn environment(t: &Target, quick: bool) -> Value {
 /// Runs pg_test_fsync briefly and reads its first fdatasync figure (ops/s).
 async fn fdatasync_rate() -> Option<f64> {
     let file = std::env::temp_dir().join(format!("herald-fsync-{}", uuid::Uuid::new_v4().simple()));
-    let out = tokio::process::Command::new("pg_test_fsync").args(["-s", "1", "-f"]).arg(&file).output().await.ok()?;
+    // On PATH, or where Debian keeps PostgreSQL's programs.
+    let mut candidates = vec![PathBuf::from("pg_test_fsync")];
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin/pg_test_fsync")).collect())
+        .unwrap_or_default();
+    versions.sort();
+    candidates.extend(versions.into_iter().rev());
+    let mut out = None;
+    for program in candidates {
+        if let Ok(o) = tokio::process::Command::new(&program).args(["-s", "1", "-f"]).arg(&file).output().await {
+            out = Some(o);
+            break;
+        }
+    }
+    let out = out?;
     let _ = std::fs::remove_file(&file);
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().find(|l| l.trim_start().starts_with("fdatasync"))?;

@@ -7,7 +7,7 @@
 //! - `api`: the HTTP handlers (server only) and the UI's server functions.
 //! - `bench` (server only): `herald bench`, the benchmark harness.
 
-#![recursion_limit = "256"]
+#![recursion_limit = "512"]
 
 pub mod api;
 pub mod app;

@@ -1,5 +1,8 @@
 //! The `herald` binary: config -> database -> migrations -> engine -> HTTP.
 
+// Leptos view types are deep; the release build of this crate lays them out too.
+#![recursion_limit = "512"]
+
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};

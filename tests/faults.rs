@@ -214,3 +214,158 @@ async fn three_nodes_share_100_000_deliveries_and_take_over_a_killed_one(pool: P
         let _ = std::fs::remove_dir_all(data);
     }
 }
+
+/// Runs a command as the `postgres` user when the tests run as root (PostgreSQL
+/// refuses root).
+fn as_postgres(program: &str) -> Command {
+    if nix::unistd::geteuid().is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", program]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// The command line PostgreSQL last started with, from postmaster.opts.
+fn postmaster_command(pgdata: &std::path::Path) -> Vec<String> {
+    // `/path/to/postgres "-D" "/data" "-c" "…"`: the program bare, the arguments quoted.
+    let opts = std::fs::read_to_string(pgdata.join("postmaster.opts")).unwrap();
+    let (program, args) = opts.trim().split_once(' ').unwrap();
+    let mut command = vec![program.trim_matches('"').to_string()];
+    command.extend(args.split('"').skip(1).step_by(2).map(str::to_string));
+    command
+}
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+#[ignore = "fault suite: run with make test-faults"]
+async fn postgres_restarted_under_load_gets_503s_and_loses_nothing(_pool: PgPool) {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    // Herald on its own embedded cluster, which this test stops and starts.
+    let rx = Receiver::start().await;
+    let data = std::env::temp_dir().join(format!("herald-faults-pg-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&data).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut herald = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .env_remove("DATABASE_URL")
+        .env("HERALD_DATA_DIR", &data)
+        .env("HERALD_ADDR", format!("127.0.0.1:{port}"))
+        .env("HERALD_ADMIN_PASSWORD", "faults-only-password")
+        .env("HERALD_POLL_INTERVAL_MS", "200")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (key_tx, key_rx) = std::sync::mpsc::channel();
+    let stdout = herald.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.trim().starts_with("hrld_") {
+                let _ = key_tx.send(line.trim().to_string());
+            }
+        }
+    });
+    let key = key_rx.recv_timeout(Duration::from_secs(120)).expect("Herald prints its first key");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    wait_for(Duration::from_secs(60), || async {
+        http.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+    })
+    .await;
+    let r = http
+        .post(format!("{base}/v1/api/default/eventing/triggers"))
+        .bearer_auth(&key)
+        .json(&json!({"name": "sink", "type": "steady", "url": rx.url("/sink")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Steady load from 4 clients: every answer is recorded with its time.
+    let answers: Arc<Mutex<Vec<(usize, u16, String, Instant)>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (http, base, key, answers, stop, next) =
+            (http.clone(), base.clone(), key.clone(), answers.clone(), stop.clone(), next.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let seq = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let r = http
+                    .post(format!("{base}/v1/api/default/eventing/queue"))
+                    .bearer_auth(&key)
+                    .json(&json!({"type": "steady", "data": {"seq": seq}}))
+                    .send()
+                    .await;
+                let (status, body) = match r {
+                    Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                    Err(e) => (0, e.to_string()),
+                };
+                answers.lock().unwrap().push((seq, status, body, Instant::now()));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pgdata = data.join("postgres");
+    let command = postmaster_command(&pgdata);
+    let stopped = as_postgres("pg_ctl").args(["-D"]).arg(&pgdata).args(["-m", "fast", "-w", "stop"]).status().unwrap();
+    assert!(stopped.success());
+    let down_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let log = std::fs::File::create(data.join("restarted-postgres.log")).unwrap();
+    let mut postgres = as_postgres(&command[0]).args(&command[1..]).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+    let up_at = Instant::now();
+    // Recovery is Herald's own doing: the load simply goes on until 200s return.
+    let recovered = tokio::time::timeout(Duration::from_secs(30), async {
+        while !answers.lock().unwrap().iter().any(|a| a.1 == 200 && a.3 > up_at) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if recovered.is_err() {
+        eprintln!("{}", std::fs::read_to_string(data.join("restarted-postgres.log")).unwrap_or_default());
+    }
+    eprintln!("first 200 after the restart: {:?} after PostgreSQL was started again", up_at.elapsed());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+
+    let answers = answers.lock().unwrap().clone();
+    let ok: Vec<usize> = answers.iter().filter(|a| a.1 == 200).map(|a| a.0).collect();
+    let unavailable: Vec<&(usize, u16, String, Instant)> = answers.iter().filter(|a| a.1 == 503).collect();
+    let other: Vec<&(usize, u16, String, Instant)> = answers.iter().filter(|a| a.1 != 200 && a.1 != 503).collect();
+    eprintln!(
+        "PostgreSQL down for 4 s under load: {} answers, {} x 200, {} x 503, {} other",
+        answers.len(),
+        ok.len(),
+        unavailable.len(),
+        other.len()
+    );
+    assert!(other.is_empty(), "only 200 or 503, never a hang or a 500: {:?}", &other[..other.len().min(3)]);
+    assert!(!unavailable.is_empty(), "the outage was seen");
+    assert!(unavailable.iter().all(|a| a.2.contains("unavailable")), "503s say why: {}", unavailable[0].2);
+    assert!(answers.iter().any(|a| a.1 == 200 && a.3 > up_at), "Herald recovered by itself after the restart");
+    assert!(answers.iter().any(|a| a.1 == 200 && a.3 < down_at));
+
+    // Every event answered 200 is stored, and delivered.
+    let want: std::collections::HashSet<u64> = ok.iter().map(|&s| s as u64).collect();
+    let got = wait_for(Duration::from_secs(60), || async {
+        let seen: std::collections::HashSet<u64> =
+            rx.received().iter().map(|r| r.json()["data"]["seq"].as_u64().unwrap()).collect();
+        want.is_subset(&seen).then_some(seen)
+    })
+    .await;
+    assert!(want.is_subset(&got));
+
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(herald.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = herald.wait();
+    let _ = postgres.wait();
+    let _ = std::fs::remove_dir_all(&data);
+}

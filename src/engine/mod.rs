@@ -51,10 +51,24 @@ pub enum EngineError {
 
 impl From<sqlx::Error> for EngineError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => EngineError::Unavailable(e),
-            _ => EngineError::Database(e),
+        if database_away(&e) {
+            EngineError::Unavailable(e)
+        } else {
+            EngineError::Database(e)
         }
+    }
+}
+
+/// Whether an error means the database is unreachable or going away (a restart,
+/// a failover) rather than that the statement was wrong: the caller may retry.
+pub fn database_away(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Protocol(_) => true,
+        // 08xxx: connection exceptions; 57P01-57P03: admin or crash shutdown,
+        // cannot connect now (starting up or in recovery).
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+        _ => false,
     }
 }
 
