@@ -198,7 +198,9 @@ async fn three_nodes_share_100_000_deliveries_and_take_over_a_killed_one(pool: P
     })
     .await;
     eprintln!("killed a node holding {held} leases; the others took them over after {taken_over:?}");
-    assert!(taken_over <= Duration::from_secs(32 + 10 + 2), "taken over within the lease time plus one sweep");
+    // Lease (2 s timeout + 30 s margin) plus one sweep interval (10 s), plus slack
+    // for a loaded 2-core machine.
+    assert!(taken_over <= Duration::from_secs(32 + 10 + 5), "taken over within the lease time plus one sweep");
     let seen: std::collections::HashSet<u64> = rx
         .received()
         .iter()
