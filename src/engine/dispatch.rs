@@ -1,6 +1,7 @@
 //! The dispatcher: claims due event logs under leases, runs their deliveries with
 //! bounded concurrency, and moves each event log on after every attempt.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -10,7 +11,7 @@ use tokio::task::JoinHandle;
 use super::deliver::{self, Verdict};
 use super::{Engine, EngineError};
 use crate::model::Status;
-use crate::store::events::{self as store, Job, Next, WAKE_CHANNEL};
+use crate::store::events::{self as store, Completion, Job, Next, WAKE_CHANNEL};
 
 /// How a delivery ended, as far as this node saw it.
 #[derive(Clone, Debug)]
@@ -33,6 +34,7 @@ impl Engine {
             tokio::spawn(self.clone().sweep_expired_leases()),
             tokio::spawn(self.clone().dispatch_loop()),
             tokio::spawn(self.clone().reconcile_loop()),
+            tokio::spawn(self.clone().completion_loop()),
         ];
         let engine = self.clone();
         workers.push(tokio::spawn(async move { engine.sync_all_tables().await }));
@@ -239,7 +241,8 @@ impl Engine {
                 Next::Failed => Status::Failed,
                 Next::Retry(_) | Next::RetryHeld { .. } => Status::Pending,
             };
-            match store::complete(self.pool(), self.node_id(), job.id, attempt_no, &next, &a.invocation).await {
+            let done = Completion { log_id: job.id, attempt: attempt_no, next: next.clone(), invocation: a.invocation };
+            match self.complete(done).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!(log = %job.id, "lease lost during the attempt; another node owns it now");
@@ -260,6 +263,92 @@ impl Engine {
                 _ = self.0.shutdown.cancelled() => return outcome,
             }
             job.attempts = attempt_no;
+        }
+    }
+}
+
+/// An attempt handed to the completer, and where to send its outcome.
+pub(crate) type PendingCompletion = (Completion, tokio::sync::oneshot::Sender<Result<bool, String>>);
+
+/// Most attempts recorded in one transaction.
+const COMPLETION_BATCH: usize = 256;
+
+impl Engine {
+    /// Records an attempt: through the completer, which writes every attempt that
+    /// finished meanwhile in one transaction, or directly when it is not running.
+    /// Returns whether this node still held the lease.
+    async fn complete(&self, c: Completion) -> Result<bool, String> {
+        let c = if self.0.completer_running.load(Ordering::Acquire) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            match self.0.completions.send((c, tx)) {
+                Ok(()) => match rx.await {
+                    Ok(r) => return r,
+                    Err(_) => return Err("the completer stopped before recording the attempt".into()),
+                },
+                Err(tokio::sync::mpsc::error::SendError((c, _))) => c,
+            }
+        } else {
+            c
+        };
+        store::complete_batch(self.pool(), self.node_id(), std::slice::from_ref(&c))
+            .await
+            .map(|r| r.first().copied().unwrap_or(false))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The completer: group commit for delivery results. Under load many attempts
+    /// finish while one batch is written; the next batch takes them all, so a
+    /// transaction (and a WAL flush) serves many deliveries instead of one. It stays
+    /// up after shutdown starts until the deliveries in flight are recorded.
+    async fn completion_loop(self) {
+        let Some(mut rx) = self.0.completion_rx.lock().ok().and_then(|mut r| r.take()) else { return };
+        self.0.completer_running.store(true, Ordering::Release);
+        let cancel = self.shutdown_token();
+        let mut cancelled_at: Option<std::time::Instant> = None;
+        loop {
+            if cancel.is_cancelled() {
+                let since = *cancelled_at.get_or_insert_with(std::time::Instant::now);
+                let grace_over = since.elapsed() > self.config().shutdown_grace + Duration::from_secs(1);
+                if (self.0.tasks.is_empty() && rx.is_empty()) || grace_over {
+                    break;
+                }
+            }
+            let first = match tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(_) => continue,
+            };
+            let mut batch = vec![first];
+            while batch.len() < COMPLETION_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let items: Vec<Completion> = batch.iter().map(|(c, _)| c.clone()).collect();
+            match store::complete_batch(self.pool(), self.node_id(), &items).await {
+                Ok(held) => {
+                    for ((_, reply), held) in batch.into_iter().zip(held) {
+                        let _ = reply.send(Ok(held));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for (_, reply) in batch {
+                        let _ = reply.send(Err(msg.clone()));
+                    }
+                }
+            }
+        }
+        self.0.completer_running.store(false, Ordering::Release);
+        // Whatever arrived meanwhile is recorded one by one.
+        rx.close();
+        while let Ok((c, reply)) = rx.try_recv() {
+            let r = store::complete_batch(self.pool(), self.node_id(), std::slice::from_ref(&c))
+                .await
+                .map(|r| r.first().copied().unwrap_or(false))
+                .map_err(|e| e.to_string());
+            let _ = reply.send(r);
         }
     }
 }

@@ -137,6 +137,10 @@ struct Inner {
     slots: Arc<Semaphore>,
     /// Every delivery task, so that shutdown can wait for them.
     tasks: TaskTracker,
+    /// Attempts waiting to be recorded by the completer, many per transaction.
+    completions: tokio::sync::mpsc::UnboundedSender<dispatch::PendingCompletion>,
+    completion_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<dispatch::PendingCompletion>>>,
+    completer_running: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
 }
 
@@ -145,7 +149,11 @@ impl Engine {
         let http = deliver::http_client(config.concurrency, config.network_guard.clone());
         crate::metrics::handle();
         let databases = dbevents::Databases::new(&pool, &config.databases);
+        let (completions, completion_rx) = tokio::sync::mpsc::unbounded_channel();
         Engine(Arc::new(Inner {
+            completions,
+            completion_rx: std::sync::Mutex::new(Some(completion_rx)),
+            completer_running: std::sync::atomic::AtomicBool::new(false),
             databases,
             pool,
             node_id,

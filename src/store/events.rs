@@ -328,6 +328,15 @@ pub enum Next {
     RetryHeld { at: DateTime<Utc>, lease_until: DateTime<Utc> },
 }
 
+/// One attempt to record, and where its event log goes next.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub log_id: Uuid,
+    pub attempt: i32,
+    pub next: Next,
+    pub invocation: NewInvocation,
+}
+
 /// Records an attempt and moves the event log on, in one transaction. Returns false
 /// when the node no longer held the lease; the attempt is still recorded.
 pub async fn complete(
@@ -338,52 +347,78 @@ pub async fn complete(
     next: &Next,
     inv: &NewInvocation,
 ) -> Result<bool, sqlx::Error> {
-    let (status, next_at, lease_until) = match next {
-        Next::Processed => (Status::Processed, None, None),
-        Next::Failed => (Status::Failed, None, None),
-        Next::Retry(at) => (Status::Pending, Some(*at), None),
-        Next::RetryHeld { at, lease_until } => (Status::Processing, Some(*at), Some(*lease_until)),
-    };
+    let one = Completion { log_id, attempt, next: next.clone(), invocation: inv.clone() };
+    Ok(complete_batch(pool, node, std::slice::from_ref(&one)).await?.first().copied().unwrap_or(false))
+}
+
+/// Records many attempts and moves their event logs on in one transaction of three
+/// statements, whatever the batch size: one commit (one WAL flush) for all. Returns,
+/// per item, whether the node still held the lease.
+pub async fn complete_batch(pool: &PgPool, node: Uuid, items: &[Completion]) -> Result<Vec<bool>, sqlx::Error> {
+    let mut ids = Vec::with_capacity(items.len());
+    let mut statuses = Vec::with_capacity(items.len());
+    let mut attempts = Vec::with_capacity(items.len());
+    let mut next_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(items.len());
+    let mut lease_until: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(items.len());
+    for c in items {
+        let (status, at, lease) = match &c.next {
+            Next::Processed => (Status::Processed, None, None),
+            Next::Failed => (Status::Failed, None, None),
+            Next::Retry(at) => (Status::Pending, Some(*at), None),
+            Next::RetryHeld { at, lease_until } => (Status::Processing, Some(*at), Some(*lease_until)),
+        };
+        ids.push(c.log_id);
+        statuses.push(status.as_str());
+        attempts.push(c.attempt);
+        next_at.push(at);
+        lease_until.push(lease);
+    }
+    let inv = |f: fn(&NewInvocation) -> Option<String>| items.iter().map(|c| f(&c.invocation)).collect::<Vec<_>>();
+    let errors = inv(|i| i.error.clone());
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO invocation_logs (id, event_log_id, attempt, started_at, duration_ms, status_code,
              request_headers, request_body, response_headers, response_body, error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         SELECT gen_random_uuid(), * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::int[],
+             $6::jsonb[], $7::text[], $8::jsonb[], $9::text[], $10::text[])",
     )
-    .bind(Uuid::new_v4())
-    .bind(log_id)
-    .bind(attempt)
-    .bind(inv.started_at)
-    .bind(inv.duration_ms)
-    .bind(inv.status_code)
-    .bind(Json(&inv.request_headers))
-    .bind(&inv.request_body)
-    .bind(inv.response_headers.as_ref().map(Json))
-    .bind(&inv.response_body)
-    .bind(&inv.error)
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(items.iter().map(|c| c.invocation.started_at).collect::<Vec<_>>())
+    .bind(items.iter().map(|c| c.invocation.duration_ms).collect::<Vec<_>>())
+    .bind(items.iter().map(|c| c.invocation.status_code).collect::<Vec<_>>())
+    .bind(items.iter().map(|c| Json(&c.invocation.request_headers)).collect::<Vec<_>>())
+    .bind(items.iter().map(|c| c.invocation.request_body.as_str()).collect::<Vec<_>>())
+    .bind(items.iter().map(|c| c.invocation.response_headers.as_ref().map(Json)).collect::<Vec<_>>())
+    .bind(inv(|i| i.response_body.clone()))
+    .bind(&errors)
     .execute(&mut *tx)
     .await?;
-    let updated = sqlx::query(
-        "UPDATE event_logs SET status = $3, attempts = $4, last_error = $5,
-                next_attempt_at = COALESCE($6, next_attempt_at),
-                lease_until = $7, leased_by = CASE WHEN $7::timestamptz IS NULL THEN NULL ELSE leased_by END,
+    let updated: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE event_logs l SET status = u.status, attempts = u.attempt, last_error = u.error,
+                next_attempt_at = COALESCE(u.next_at, l.next_attempt_at),
+                lease_until = u.lease_until, leased_by = CASE WHEN u.lease_until IS NULL THEN NULL ELSE l.leased_by END,
                 updated_at = now()
-         WHERE id = $1 AND leased_by = $2 AND status = 'processing'",
+         FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::timestamptz[])
+              AS u (id, status, attempt, error, next_at, lease_until)
+         WHERE l.id = u.id AND l.leased_by = $7 AND l.status = 'processing'
+         RETURNING l.id",
     )
-    .bind(log_id)
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&attempts)
+    .bind(&errors)
+    .bind(&next_at)
+    .bind(&lease_until)
     .bind(node)
-    .bind(status.as_str())
-    .bind(attempt)
-    .bind(&inv.error)
-    .bind(next_at)
-    .bind(lease_until)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    if matches!(next, Next::Retry(_)) {
+    if items.iter().any(|c| matches!(c.next, Next::Retry(_))) {
         sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    Ok(updated.rows_affected() == 1)
+    let updated: std::collections::HashSet<Uuid> = updated.into_iter().collect();
+    Ok(ids.iter().map(|id| updated.contains(id)).collect())
 }
 
 /// Fails an event log without an attempt (its trigger is gone).
