@@ -68,15 +68,7 @@ async fn kill_9_in_the_middle_of_50_000_deliveries_loses_nothing(pool: PgPool) {
         .unwrap();
 
     let mut herald = spawn(&url, &data, port);
-    let done = wait_for(Duration::from_secs(600), || async {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM event_logs WHERE status <> 'processed'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        (left == 0).then_some(())
-    })
-    .await;
-    let _ = done;
+    all_processed(&pool, Duration::from_secs(600)).await;
     herald.kill().unwrap();
     herald.wait().unwrap();
     let _ = std::fs::remove_dir_all(&data);
@@ -101,6 +93,18 @@ async fn kill_9_in_the_middle_of_50_000_deliveries_loses_nothing(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(bad, 0, "every processed event log has its acknowledged attempt recorded");
+}
+
+/// Waits until every event log is processed.
+async fn all_processed(pool: &PgPool, bound: Duration) {
+    wait_for(bound, || async {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM event_logs WHERE status <> 'processed'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
 }
 
 /// The node id a child wrote into its data folder.
@@ -189,14 +193,7 @@ async fn three_nodes_share_100_000_deliveries_and_take_over_a_killed_one(pool: P
     })
     .await;
     let taken_over = killed_at.elapsed();
-    wait_for(Duration::from_secs(300), || async {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM event_logs WHERE status <> 'processed'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        (left == 0).then_some(())
-    })
-    .await;
+    all_processed(&pool, Duration::from_secs(300)).await;
     eprintln!("killed a node holding {held} leases; the others took them over after {taken_over:?}");
     // Lease (2 s timeout + 30 s margin) plus one sweep interval (10 s), plus slack
     // for a loaded 2-core machine.

@@ -290,10 +290,7 @@ impl Engine {
         } else {
             c
         };
-        store::complete_batch(self.pool(), self.node_id(), std::slice::from_ref(&c))
-            .await
-            .map(|r| r.first().copied().unwrap_or(false))
-            .map_err(|e| e.to_string())
+        store::complete(self.pool(), self.node_id(), &c).await.map_err(|e| e.to_string())
     }
 
     /// The completer: group commit for delivery results. Under load many attempts
@@ -344,11 +341,7 @@ impl Engine {
         // Whatever arrived meanwhile is recorded one by one.
         rx.close();
         while let Ok((c, reply)) = rx.try_recv() {
-            let r = store::complete_batch(self.pool(), self.node_id(), std::slice::from_ref(&c))
-                .await
-                .map(|r| r.first().copied().unwrap_or(false))
-                .map_err(|e| e.to_string());
-            let _ = reply.send(r);
+            let _ = reply.send(store::complete(self.pool(), self.node_id(), &c).await.map_err(|e| e.to_string()));
         }
     }
 }

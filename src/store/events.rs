@@ -337,18 +337,10 @@ pub struct Completion {
     pub invocation: NewInvocation,
 }
 
-/// Records an attempt and moves the event log on, in one transaction. Returns false
-/// when the node no longer held the lease; the attempt is still recorded.
-pub async fn complete(
-    pool: &PgPool,
-    node: Uuid,
-    log_id: Uuid,
-    attempt: i32,
-    next: &Next,
-    inv: &NewInvocation,
-) -> Result<bool, sqlx::Error> {
-    let one = Completion { log_id, attempt, next: next.clone(), invocation: inv.clone() };
-    Ok(complete_batch(pool, node, std::slice::from_ref(&one)).await?.first().copied().unwrap_or(false))
+/// Records one attempt and moves its event log on, in one transaction. Returns
+/// false when the node no longer held the lease; the attempt is still recorded.
+pub async fn complete(pool: &PgPool, node: Uuid, c: &Completion) -> Result<bool, sqlx::Error> {
+    Ok(complete_batch(pool, node, std::slice::from_ref(c)).await?.first().copied().unwrap_or(false))
 }
 
 /// Records many attempts and moves their event logs on in one transaction of three
