@@ -17,9 +17,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: build-release
 	LEPTOS_SITE_ROOT=target/site ./target/release/herald
 
-## make test: every test, against a throw-away PostgreSQL and a real Chromium.
+## make test: every test, against a throw-away PostgreSQL and a real Chromium,
+## the fault-injection suite included.
 test: deps-test
 	scripts/with-postgres.sh cargo test --features ssr
+	scripts/with-postgres.sh cargo test --features ssr --test faults -- --ignored --nocapture
 	cargo leptos build
 	scripts/with-postgres.sh scripts/e2e.sh
 
@@ -27,7 +29,7 @@ test: deps-test
 bench: build-release
 	./target/release/herald bench $(BENCH_ARGS)
 
-## make test-faults: the fault-injection suite (Herald killed and restarted under load).
+## make test-faults: the fault-injection suite alone (Herald killed and restarted under load).
 test-faults:
 	scripts/with-postgres.sh cargo test --features ssr --test faults -- --ignored --nocapture
 

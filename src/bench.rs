@@ -121,6 +121,9 @@ impl Sink {
         let app = axum::Router::new().fallback(sink_handler).with_state(sink.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/hook", listener.local_addr()?);
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok((sink, url))
     }
@@ -216,20 +219,22 @@ impl Target {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let db = match std::env::var("DATABASE_URL") {
-            Ok(url) => PgPool::connect(&url).await?,
-            Err(_) => {
-                let opts = PgConnectOptions::new().socket(dir.join("run")).username("postgres").database("herald");
-                PgPool::connect_with(opts).await?
-            }
+        let opts = match std::env::var("DATABASE_URL") {
+            Ok(url) => url.parse::<PgConnectOptions>()?,
+            Err(_) => PgConnectOptions::new().socket(dir.join("run")).username("postgres").database("herald"),
         };
+        let db = bench_pool(opts).await?;
         Ok(Target { base, key, http, pid, db: Some(db), child: Some(child), data_dir: Some(dir) })
     }
 
     async fn remote(url: String, key: Option<String>, database_url: Option<String>) -> Result<Target> {
         let key = key.context("--url needs --key (an admin API key of the project 'default')")?;
         let db = match database_url {
-            Some(u) => Some(PgPool::connect(&u).await.context("cannot connect to --bench-database-url")?),
+            Some(u) => Some(
+                bench_pool(u.parse().context("--bench-database-url is not a PostgreSQL URL")?)
+                    .await
+                    .context("cannot connect to --bench-database-url")?,
+            ),
             None => None,
         };
         Ok(Target { base: url.trim_end_matches('/').to_string(), key, http: client(), pid: None, db, child: None, data_dir: None })
@@ -280,6 +285,13 @@ fn usage(pid: u32) -> Option<(f64, f64)> {
 }
 
 /// A JSON request with the key (reqwest's `json` feature is not built).
+/// The bench's own connection to Herald's database. Its bulk statements (loading a
+/// million-row backlog) are slow on purpose, so sqlx's slow-statement warnings are off.
+async fn bench_pool(opts: PgConnectOptions) -> Result<PgPool> {
+    use sqlx::ConnectOptions;
+    Ok(PgPool::connect_with(opts.disable_statement_logging()).await?)
+}
+
 fn with_json(req: reqwest::RequestBuilder, key: &str, body: &Value) -> reqwest::RequestBuilder {
     req.bearer_auth(key).header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string())
 }

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const EVENTS_QUEUED: &str = "herald_events_queued_total";
+pub const QUEUE_REFUSED: &str = "herald_queue_refused_total";
 pub const DELIVERIES: &str = "herald_deliveries_total";
 pub const ATTEMPT_SECONDS: &str = "herald_attempt_duration_seconds";
 pub const LAG_SECONDS: &str = "herald_delivery_lag_seconds";
@@ -35,6 +36,7 @@ pub fn handle() -> &'static PrometheusHandle {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(EVENTS_QUEUED, "Events stored by the queue API, by project.");
+    describe_counter!(QUEUE_REFUSED, "Queue calls refused with 503 because too many were already waiting.");
     describe_counter!(DELIVERIES, "Delivery attempts by project, trigger and outcome (processed, retry, failed).");
     describe_histogram!(ATTEMPT_SECONDS, Unit::Seconds, "Duration of one HTTP attempt.");
     describe_histogram!(LAG_SECONDS, Unit::Seconds, "From when an event log was due to its successful delivery.");

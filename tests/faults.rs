@@ -20,7 +20,12 @@ use uuid::Uuid;
 /// Starts the real binary on the test database, with a fixed data folder (and so
 /// a fixed node id across restarts).
 fn spawn(db_url: &str, data: &std::path::Path, port: u16) -> Child {
+    spawn_with(db_url, data, port, &[])
+}
+
+fn spawn_with(db_url: &str, data: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_herald"))
+        .envs(env.iter().copied())
         .env("DATABASE_URL", db_url)
         .env("HERALD_DATA_DIR", data)
         .env("HERALD_ADDR", format!("127.0.0.1:{port}"))
@@ -367,4 +372,185 @@ async fn postgres_restarted_under_load_gets_503s_and_loses_nothing(_pool: PgPool
     let _ = herald.wait();
     let _ = postgres.wait();
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// A webhook sink that misbehaves in every way the issue lists, one path per fault.
+/// `/flaky` and `/busy` fail the first attempt of each message and accept the next.
+async fn evil_sink() -> (String, String) {
+    use axum::body::Body;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::post;
+    use std::sync::{Arc, Mutex};
+
+    let seen: Arc<Mutex<std::collections::HashSet<String>>> = Default::default();
+    let first_time = move |headers: &HeaderMap| {
+        let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        seen.lock().unwrap().insert(id)
+    };
+    let (f1, f2) = (first_time.clone(), first_time);
+    let app = axum::Router::new()
+        .route("/hang", post(|| async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            StatusCode::OK
+        }))
+        .route("/silent", post(|| std::future::pending::<StatusCode>()))
+        .route("/flaky", post(move |h: HeaderMap| async move {
+            if f1(&h) { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }
+        }))
+        .route("/busy", post(move |h: HeaderMap| async move {
+            if f2(&h) {
+                (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response()
+            } else {
+                StatusCode::OK.into_response()
+            }
+        }))
+        .route("/gone", post(|| async { StatusCode::GONE }))
+        .route("/huge", post(|| async {
+            // 100 MiB, produced only as fast as it is read.
+            const CHUNK: usize = 64 * 1024;
+            let chunks = futures_util::stream::iter(
+                (0..1600).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; CHUNK]))),
+            );
+            Response::builder()
+                .header("content-length", (1600 * CHUNK).to_string())
+                .body(Body::from_stream(chunks))
+                .unwrap()
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // Resets every connection once the request has arrived (SO_LINGER 0, then close).
+    let reset = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reset_url = format!("http://{}/reset", reset.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = reset.accept().await else { return };
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 16 * 1024];
+                let _ = conn.read(&mut buf).await;
+                #[allow(deprecated)]
+                let _ = conn.set_linger(Some(Duration::ZERO));
+                drop(conn);
+            });
+        }
+    });
+    (base, reset_url)
+}
+
+/// Peak resident memory of a process, sampled until `stop` is cancelled.
+fn watch_rss(pid: u32, stop: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut peak = 0u64;
+        while !stop.is_cancelled() {
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                let kb = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                peak = peak.max(kb);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        peak
+    })
+}
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+#[ignore = "fault suite: run with make test-faults"]
+async fn webhook_faults_end_right_and_memory_stays_bounded(pool: PgPool) {
+    const PER_FAULT: usize = 100;
+    let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&pool).await.unwrap();
+    let url = database_url(&db, "postgres");
+    let (base, reset_url) = evil_sink().await;
+    let engine = Engine::new(pool.clone(), Uuid::new_v4(), Default::default());
+    engine.bootstrap().await.unwrap();
+    let faults = ["hang", "silent", "reset", "flaky", "busy", "gone", "huge"];
+    for f in faults {
+        let target = if f == "reset" { reset_url.clone() } else { format!("{base}/{f}") };
+        // A short timeout where timing out is the fault under test; elsewhere a long
+        // one, so that a busy machine cannot turn a slow answer into a timeout.
+        let timeout_ms = if matches!(f, "hang" | "silent") { 500 } else { 10_000 };
+        let input = serde_json::from_value(
+            json!({"name": f, "type": f, "url": target, "retries": 2, "timeoutMs": timeout_ms}),
+        )
+        .unwrap();
+        engine.create_trigger("default", input).await.unwrap();
+        queue_many(&engine, f, 0, PER_FAULT).await;
+    }
+
+    let data = std::env::temp_dir().join(format!("herald-faults-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&data).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut herald = spawn_with(&url, &data, port, &[("HERALD_RETRY_BASE_MS", "100")]);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let peak_rss = watch_rss(herald.id(), stop.clone());
+    wait_for(Duration::from_secs(300), || async {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM event_logs WHERE status IN ('scheduled', 'pending', 'processing')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (open == 0).then_some(())
+    })
+    .await;
+    stop.cancel();
+    let peak_kb = peak_rss.await.unwrap();
+    herald.kill().unwrap();
+    herald.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+
+    // Per event log: its status, attempts, and the status codes and errors of its
+    // invocation logs in order.
+    type Row = (String, String, i32, Vec<Option<i32>>, Vec<Option<String>>, Vec<Option<i32>>, Vec<f64>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT l.trigger_name, l.status, l.attempts,
+                array_agg(i.status_code ORDER BY i.attempt), array_agg(i.error ORDER BY i.attempt),
+                array_agg(length(i.response_body) ORDER BY i.attempt),
+                array_agg(extract(epoch FROM i.started_at)::float8 ORDER BY i.attempt)
+         FROM event_logs l JOIN invocation_logs i ON i.event_log_id = l.id
+         GROUP BY l.id, l.trigger_name, l.status, l.attempts",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut per_fault: HashMap<String, usize> = HashMap::new();
+    for (fault, status, attempts, codes, errors, body_len, started) in rows {
+        *per_fault.entry(fault.clone()).or_default() += 1;
+        let ctx = format!("{fault}: {status} after {attempts} attempts, codes {codes:?}, errors {errors:?}");
+        assert_eq!(codes.len(), attempts as usize, "one invocation log per attempt; {ctx}");
+        match fault.as_str() {
+            "hang" | "silent" => {
+                assert_eq!((status.as_str(), attempts), ("failed", 3), "{ctx}");
+                assert!(codes.iter().all(Option::is_none), "{ctx}");
+                assert!(errors.iter().all(|e| e.as_deref() == Some("timed out after 500 ms")), "{ctx}");
+            }
+            "reset" => {
+                assert_eq!((status.as_str(), attempts), ("failed", 3), "{ctx}");
+                assert!(codes.iter().all(Option::is_none), "{ctx}");
+                assert!(errors.iter().all(|e| e.as_deref().is_some_and(|e| !e.is_empty())), "{ctx}");
+            }
+            "flaky" => assert_eq!((status.as_str(), codes), ("processed", vec![Some(500), Some(200)]), "{ctx}"),
+            "busy" => {
+                assert_eq!((status.as_str(), codes), ("processed", vec![Some(429), Some(200)]), "{ctx}");
+                assert!(started[1] - started[0] >= 0.95, "Retry-After: 1 was honoured; {ctx}");
+            }
+            "gone" => assert_eq!((status.as_str(), codes), ("failed", vec![Some(410)]), "{ctx}"),
+            "huge" => {
+                assert_eq!((status.as_str(), codes), ("processed", vec![Some(200)]), "{ctx}");
+                assert_eq!(body_len, vec![Some(64 * 1024)], "only 64 KiB of the 100 MiB body is kept; {ctx}");
+            }
+            other => panic!("unexpected trigger {other}"),
+        }
+    }
+    for f in faults {
+        assert_eq!(per_fault.get(f), Some(&PER_FAULT), "every {f} event log has invocation logs");
+    }
+    eprintln!("webhook faults: {} event logs settled as expected; Herald's peak RSS {} MB", 7 * PER_FAULT, peak_kb / 1024);
+    assert!(peak_kb > 0, "RSS was sampled");
+    assert!(peak_kb < 200 * 1024, "Herald's memory stays under 200 MB under webhook faults: {peak_kb} kB");
 }

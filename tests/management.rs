@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{Herald, Receiver, Reply};
+use std::time::{Duration, Instant};
+
+use common::{wait_for, Herald, Receiver, Reply};
 use herald::engine::projects::Role;
 use herald::model::Status;
 use serde_json::json;
@@ -273,4 +275,41 @@ async fn api_keys_need_a_name(pool: PgPool) {
     assert!(err.to_string().contains("give the key a name"), "{err}");
     h.engine.create_project("second").await.unwrap();
     assert_eq!(h.engine.list_projects().await.unwrap(), vec!["default".to_string(), "second".to_string()]);
+}
+
+/// Credentials are remembered for a few seconds; a revocation on one node reaches
+/// every other node at once.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn a_revoked_key_stops_working_on_every_node_at_once(pool: PgPool) {
+    let a = Herald::start(pool.clone()).await;
+    let b = Herald::start(pool.clone()).await;
+    wait_for(Duration::from_secs(10), || async { b.engine.hears_notifications().then_some(()) }).await;
+    let status = |key: String| {
+        let b = &b;
+        async move {
+            let req = b.http.post(format!("{}{API}/queue", b.base)).bearer_auth(key).json(&json!({"type": "t"}));
+            req.send().await.unwrap().status().as_u16()
+        }
+    };
+    let key_id = |name: &'static str| {
+        let a = &a;
+        async move { a.engine.list_api_keys("default").await.unwrap().into_iter().find(|k| k.name == name).unwrap().id }
+    };
+
+    // Node B remembers a key it checked: revoked behind Herald's back (no NOTIFY),
+    // it still works there for now.
+    let quiet = a.engine.create_api_key("default", Role::Queue, "quiet").await.unwrap();
+    assert_eq!(status(quiet.clone()).await, 200);
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1").bind(key_id("quiet").await).execute(&pool).await.unwrap();
+    assert_eq!(status(quiet.clone()).await, 200, "node B answers from its cache");
+
+    // Revoked through Herald on node A: node B refuses it well within the cache's 5 s.
+    let key = a.engine.create_api_key("default", Role::Queue, "shared").await.unwrap();
+    assert_eq!(status(key.clone()).await, 200);
+    a.engine.revoke_api_key("default", key_id("shared").await).await.unwrap();
+    let revoked_at = Instant::now();
+    wait_for(Duration::from_secs(3), || async { (status(key.clone()).await == 401).then_some(()) }).await;
+    assert!(revoked_at.elapsed() < herald::engine::projects::AUTH_CACHE_TTL, "{:?}", revoked_at.elapsed());
+    // The same message made node B forget the quietly revoked key too.
+    assert_eq!(status(quiet).await, 401);
 }

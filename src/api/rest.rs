@@ -71,6 +71,7 @@ impl From<EngineError> for ApiError {
             EngineError::Conflict(_) => StatusCode::CONFLICT,
             EngineError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EngineError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
                 StatusCode::SERVICE_UNAVAILABLE

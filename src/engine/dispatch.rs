@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sqlx::postgres::PgListener;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
 use super::deliver::{self, Verdict};
@@ -35,6 +36,8 @@ impl Engine {
             tokio::spawn(self.clone().dispatch_loop()),
             tokio::spawn(self.clone().reconcile_loop()),
             tokio::spawn(self.clone().completion_loop()),
+            tokio::spawn(self.clone().enqueue_loop()),
+            tokio::spawn(self.clone().refresh_statistics_loop()),
         ];
         let engine = self.clone();
         workers.push(tokio::spawn(async move { engine.sync_all_tables().await }));
@@ -63,25 +66,77 @@ impl Engine {
     /// slots (at most one batch) and starts their deliveries. Returns how many it
     /// claimed and how many it asked for.
     pub async fn dispatch_once(&self) -> Result<(usize, usize), EngineError> {
-        let free = self.0.slots.available_permits().min(self.config().claim_batch as usize);
-        if free == 0 || self.0.shutdown.is_cancelled() {
-            return Ok((0, free));
+        if self.0.shutdown.is_cancelled() {
+            return Ok((0, 0));
+        }
+        // The slots are taken before the claim: queue calls take them too, to
+        // deliver their own events at once.
+        let mut permits = self.take_slots(self.config().claim_batch as usize);
+        let free = permits.len();
+        if free == 0 {
+            return Ok((0, 0));
         }
         let jobs = store::claim(self.pool(), self.node_id(), free as i64, self.config().lease_margin).await?;
         let claimed = jobs.len();
         for job in jobs {
-            let permit = self.0.slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
-            let engine = self.clone();
-            self.0.tasks.spawn(async move {
-                engine.deliver_job(job, false).await;
-                drop(permit);
-                // A slot is free: the dispatcher may be waiting for one.
-                if engine.0.slots.available_permits() * 2 >= engine.config().concurrency {
-                    engine.0.wake.notify_one();
-                }
-            });
+            let permit = permits.pop().expect("claimed no more than the slots taken");
+            self.spawn_delivery(job, permit);
         }
         Ok((claimed, free))
+    }
+
+    /// Takes up to `want` free delivery slots at once.
+    pub(crate) fn take_slots(&self, want: usize) -> Vec<OwnedSemaphorePermit> {
+        let mut permits = Vec::new();
+        while permits.len() < want {
+            match self.0.slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        permits
+    }
+
+    /// Free delivery slots for events being queued on this node, which then delivers
+    /// them itself at once: no claim, no NOTIFY round trip. None while the
+    /// dispatcher is not running here (a node that only queues leaves all work to
+    /// the others).
+    pub(crate) fn slots_for_queueing(&self, want: usize) -> Vec<OwnedSemaphorePermit> {
+        if !self.0.dispatcher_running.load(Ordering::Acquire) || self.0.shutdown.is_cancelled() {
+            return Vec::new();
+        }
+        self.take_slots(want)
+    }
+
+    /// Delivers event logs that were leased to this node as they were stored,
+    /// one slot each; unused slots are given back.
+    pub(crate) async fn deliver_leased(&self, ids: Vec<uuid::Uuid>, mut permits: Vec<OwnedSemaphorePermit>) {
+        permits.truncate(ids.len());
+        if ids.is_empty() {
+            return;
+        }
+        match store::jobs(self.pool(), &ids).await {
+            Ok(jobs) => {
+                for job in jobs {
+                    let Some(permit) = permits.pop() else { break };
+                    self.spawn_delivery(job, permit);
+                }
+            }
+            // The leases expire and the sweeper makes them due again: late, not lost.
+            Err(e) => tracing::warn!(error = %e, logs = ids.len(), "cannot load event logs leased at queueing"),
+        }
+    }
+
+    fn spawn_delivery(&self, job: Job, permit: OwnedSemaphorePermit) {
+        let engine = self.clone();
+        self.0.tasks.spawn(async move {
+            engine.deliver_job(job, false).await;
+            drop(permit);
+            // A slot is free: the dispatcher may be waiting for one.
+            if engine.0.slots.available_permits() * 2 >= engine.config().concurrency {
+                engine.0.wake.notify_one();
+            }
+        });
     }
 
     async fn dispatch_loop(self) {
@@ -102,6 +157,7 @@ impl Engine {
         }
         let cancel = self.0.shutdown.clone();
         let poll = self.config().poll_interval;
+        self.0.dispatcher_running.store(true, Ordering::Release);
         while !cancel.is_cancelled() {
             let wait = match self.dispatch_once().await {
                 // A full batch: there may be more due right now.
@@ -148,22 +204,55 @@ impl Engine {
                     }
                 }
             };
-            if let Err(e) = listener.listen(WAKE_CHANNEL).await {
+            if let Err(e) = listener.listen_all([WAKE_CHANNEL, super::projects::AUTH_CHANNEL]).await {
                 tracing::warn!(error = %e, "LISTEN failed");
-                continue;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = cancel.cancelled() => return,
+                }
             }
+            // Whatever was missed while not listening: work, and revocations.
             self.0.wake.notify_one();
+            self.0.auth_cache.set_listening(true);
             loop {
                 tokio::select! {
-                    msg = listener.recv() => match msg {
-                        Ok(_) => self.0.wake.notify_one(),
+                    msg = listener.try_recv() => match msg {
+                        Ok(Some(n)) if n.channel() == super::projects::AUTH_CHANNEL => self.0.auth_cache.clear(),
+                        Ok(Some(_)) => self.0.wake.notify_one(),
+                        // The connection dropped and is back: whatever was sent in
+                        // between is lost, so forget credentials and look for work.
+                        Ok(None) => {
+                            tracing::warn!("the LISTEN connection dropped and was re-established");
+                            self.0.auth_cache.clear();
+                            self.0.wake.notify_one();
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "lost the LISTEN connection; reconnecting");
+                            self.0.auth_cache.set_listening(false);
                             break;
                         }
                     },
-                    _ = cancel.cancelled() => return,
+                    _ = cancel.cancelled() => {
+                        self.0.auth_cache.set_listening(false);
+                        return;
+                    }
                 }
+            }
+        }
+    }
+
+    /// Keeps the planner's picture of the queue tables current while they grow.
+    async fn refresh_statistics_loop(self) {
+        let cancel = self.0.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = cancel.cancelled() => return,
+            }
+            match store::refresh_statistics(self.pool()).await {
+                Ok(tables) if tables.is_empty() => {}
+                Ok(tables) => tracing::debug!(?tables, "analyzed tables that grew"),
+                Err(e) => tracing::debug!(error = %e, "cannot refresh table statistics"),
             }
         }
     }
@@ -242,7 +331,14 @@ impl Engine {
                 Next::Retry(_) | Next::RetryHeld { .. } => Status::Pending,
             };
             let done = Completion { log_id: job.id, attempt: attempt_no, next: next.clone(), invocation: a.invocation };
-            match self.complete(done).await {
+            // A synchronous caller is waiting on this very attempt: record it at once
+            // rather than through the completer's queue.
+            let recorded = if hold {
+                store::complete(self.pool(), self.node_id(), &done).await.map_err(|e| e.to_string())
+            } else {
+                self.complete(done).await
+            };
+            match recorded {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!(log = %job.id, "lease lost during the attempt; another node owns it now");
@@ -272,6 +368,9 @@ pub(crate) type PendingCompletion = (Completion, tokio::sync::oneshot::Sender<Re
 
 /// Most attempts recorded in one transaction.
 const COMPLETION_BATCH: usize = 256;
+/// Completion transactions in flight at once: while one waits for its commit,
+/// the next batch is already being written.
+const COMPLETION_WRITERS: usize = 3;
 
 impl Engine {
     /// Records an attempt: through the completer, which writes every attempt that
@@ -302,6 +401,7 @@ impl Engine {
         self.0.completer_running.store(true, Ordering::Release);
         let cancel = self.shutdown_token();
         let mut cancelled_at: Option<std::time::Instant> = None;
+        let writers = std::sync::Arc::new(tokio::sync::Semaphore::new(COMPLETION_WRITERS));
         loop {
             if cancel.is_cancelled() {
                 let since = *cancelled_at.get_or_insert_with(std::time::Instant::now);
@@ -310,6 +410,8 @@ impl Engine {
                     break;
                 }
             }
+            // A writer first: while all are busy, attempts pile up into the next batch.
+            let Ok(permit) = writers.clone().acquire_owned().await else { break };
             let first = match tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
@@ -322,26 +424,39 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            let items: Vec<Completion> = batch.iter().map(|(c, _)| c.clone()).collect();
-            match store::complete_batch(self.pool(), self.node_id(), &items).await {
-                Ok(held) => {
-                    for ((_, reply), held) in batch.into_iter().zip(held) {
-                        let _ = reply.send(Ok(held));
-                    }
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    for (_, reply) in batch {
-                        let _ = reply.send(Err(msg.clone()));
-                    }
-                }
-            }
+            let engine = self.clone();
+            tokio::spawn(async move {
+                engine.write_completions(batch).await;
+                drop(permit);
+            });
         }
+        // Every batch handed to a writer is recorded before the completer stops.
+        let _ = writers.acquire_many(COMPLETION_WRITERS as u32).await;
         self.0.completer_running.store(false, Ordering::Release);
         // Whatever arrived meanwhile is recorded one by one.
         rx.close();
         while let Ok((c, reply)) = rx.try_recv() {
             let _ = reply.send(store::complete(self.pool(), self.node_id(), &c).await.map_err(|e| e.to_string()));
+        }
+    }
+}
+
+impl Engine {
+    /// Records one batch of attempts and tells each delivery whether it still held its lease.
+    async fn write_completions(&self, batch: Vec<PendingCompletion>) {
+        let items: Vec<Completion> = batch.iter().map(|(c, _)| c.clone()).collect();
+        match store::complete_batch(self.pool(), self.node_id(), &items).await {
+            Ok(held) => {
+                for ((_, reply), held) in batch.into_iter().zip(held) {
+                    let _ = reply.send(Ok(held));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(msg.clone()));
+                }
+            }
         }
     }
 }

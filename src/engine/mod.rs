@@ -42,6 +42,9 @@ pub enum EngineError {
     /// The file store's disk failed.
     #[error("{0}")]
     Storage(String),
+    /// More work is waiting than this node takes on; the caller may retry.
+    #[error("{0}")]
+    Overloaded(String),
     /// The database cannot be reached right now; the caller may retry.
     #[error("the database is unavailable, try again shortly")]
     Unavailable(#[source] sqlx::Error),
@@ -141,6 +144,13 @@ struct Inner {
     completions: tokio::sync::mpsc::UnboundedSender<dispatch::PendingCompletion>,
     completion_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<dispatch::PendingCompletion>>>,
     completer_running: std::sync::atomic::AtomicBool,
+    /// Events waiting to be stored by the enqueuer, many per transaction.
+    enqueues: tokio::sync::mpsc::Sender<queue::PendingEnqueue>,
+    enqueue_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<queue::PendingEnqueue>>>,
+    enqueuer_running: std::sync::atomic::AtomicBool,
+    auth_cache: projects::AuthCache,
+    /// Set once the dispatcher runs: queue calls may then lease their events to this node.
+    dispatcher_running: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
 }
 
@@ -150,7 +160,13 @@ impl Engine {
         crate::metrics::handle();
         let databases = dbevents::Databases::new(&pool, &config.databases);
         let (completions, completion_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (enqueues, enqueue_rx) = tokio::sync::mpsc::channel(queue::ENQUEUE_BACKLOG);
         Engine(Arc::new(Inner {
+            enqueues,
+            enqueue_rx: std::sync::Mutex::new(Some(enqueue_rx)),
+            enqueuer_running: std::sync::atomic::AtomicBool::new(false),
+            auth_cache: projects::AuthCache::default(),
+            dispatcher_running: std::sync::atomic::AtomicBool::new(false),
             completions,
             completion_rx: std::sync::Mutex::new(Some(completion_rx)),
             completer_running: std::sync::atomic::AtomicBool::new(false),
@@ -181,6 +197,12 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.0.config
+    }
+
+    /// Whether this node's LISTEN connection is up: new work and revoked
+    /// credentials reach it at once (and only then does it remember credentials).
+    pub fn hears_notifications(&self) -> bool {
+        self.0.auth_cache.listening()
     }
 
     /// Deliveries running on this node right now.

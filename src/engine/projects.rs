@@ -4,6 +4,9 @@ use base64::Engine as _;
 use rand::distributions::Alphanumeric;
 use rand::{Rng, RngCore};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::{Engine, EngineError};
 use crate::store;
@@ -148,6 +151,7 @@ impl Engine {
     /// Revokes a key; it stops working at once.
     pub async fn revoke_api_key(&self, project: &str, id: uuid::Uuid) -> Result<(), EngineError> {
         if store::projects::revoke_api_key(self.pool(), project, id).await? {
+            self.forget_credentials().await;
             Ok(())
         } else {
             Err(EngineError::NotFound(format!("project '{project}' has no live API key {id}")))
@@ -185,18 +189,37 @@ impl Engine {
         if !updated {
             return Err(EngineError::NotFound(format!("unknown project '{project}'")));
         }
+        if kind == SecretKind::Jwt {
+            self.forget_credentials().await;
+        }
         tracing::info!(project, secret = kind.as_str(), "secret rotated");
         Ok(secret)
     }
 
     /// Checks a bearer token for a project: one of its API keys, or an HS256 JWT
     /// signed with its secret. Returns the role the token carries.
+    ///
+    /// A success is remembered for a few seconds (see [`AuthCache`]), so that a busy
+    /// client costs no database round trip per call.
     pub async fn authenticate(&self, project: &str, token: Option<&str>) -> Result<Role, AuthError> {
+        let token = token.map(str::trim).filter(|t| !t.is_empty());
+        let cache_key = token.map(|t| (project.to_string(), hash_key(t)));
+        if let Some(role) = cache_key.as_ref().and_then(|k| self.0.auth_cache.get(k)) {
+            return Ok(role);
+        }
+        let role = self.authenticate_uncached(project, token).await?;
+        if let Some(k) = cache_key {
+            self.0.auth_cache.put(k, role);
+        }
+        Ok(role)
+    }
+
+    async fn authenticate_uncached(&self, project: &str, token: Option<&str>) -> Result<Role, AuthError> {
         let p = store::projects::get(self.pool(), project)
             .await
             .map_err(EngineError::from)?
             .ok_or_else(|| AuthError::UnknownProject(project.to_string()))?;
-        let token = token.map(str::trim).filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+        let token = token.ok_or(AuthError::Missing)?;
         if token.matches('.').count() == 2 {
             return verify_jwt(token, &p.jwt_secret);
         }
@@ -207,6 +230,73 @@ impl Engine {
         }
     }
 }
+
+/// How long a successful authentication is remembered. Revoking a key or rotating
+/// the JWT secret clears every node's cache at once (by NOTIFY); this bound is a
+/// second line of defence.
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most remembered credentials; past it the cache starts over.
+const AUTH_CACHE_ENTRIES: usize = 10_000;
+
+/// Successful authentications of the last few seconds, keyed by project and the
+/// SHA-256 of the token. Failures are never cached, so a new key or project works
+/// at once. The cache is only used while this node LISTENs on [`AUTH_CHANNEL`], so
+/// that a revocation made anywhere (another node, the CLI) reaches it.
+#[derive(Default)]
+pub(crate) struct AuthCache {
+    entries: Mutex<HashMap<(String, Vec<u8>), (Role, Instant)>>,
+    listening: std::sync::atomic::AtomicBool,
+}
+
+impl AuthCache {
+    fn get(&self, key: &(String, Vec<u8>)) -> Option<Role> {
+        if !self.listening.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL).map(|(role, _)| *role)
+    }
+
+    fn put(&self, key: (String, Vec<u8>), role: Role) {
+        if !self.listening.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= AUTH_CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, (role, Instant::now()));
+    }
+
+    pub(crate) fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    pub(crate) fn listening(&self) -> bool {
+        self.listening.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Turns the cache on once revocations are heard, and off (emptied) when the
+    /// LISTEN connection is lost.
+    pub(crate) fn set_listening(&self, on: bool) {
+        self.listening.store(on, std::sync::atomic::Ordering::Release);
+        self.clear();
+    }
+}
+
+impl Engine {
+    /// Forgets every remembered credential, on this node at once and on the
+    /// others through a NOTIFY on [`AUTH_CHANNEL`].
+    async fn forget_credentials(&self) {
+        self.0.auth_cache.clear();
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(AUTH_CHANNEL).execute(self.pool()).await {
+            tracing::warn!(error = %e, "cannot tell the other nodes to forget credentials; they will within 5 s");
+        }
+    }
+}
+
+/// The channel that tells every node to forget remembered credentials.
+pub const AUTH_CHANNEL: &str = "herald_auth";
 
 /// A JWT grants the role in its `role` claim when that is "queue"; any other
 /// valid token signed with the project secret is an admin token, as in Space Cloud.

@@ -153,11 +153,7 @@ impl Engine {
             }
             return Ok(QueueOutcome::Sync(self.queue_sync(project, req.event).await?));
         }
-        let mut tx = self.pool().begin().await?;
-        let stored = store::enqueue(&mut tx, project, std::slice::from_ref(&req.event), None).await?;
-        tx.commit().await?;
-        count_queued(project, 1);
-        let s = stored.into_iter().next().ok_or_else(|| EngineError::Database(sqlx::Error::RowNotFound))?;
+        let s = self.store_one(project, req.event).await?;
         Ok(QueueOutcome::Queued(Queued { event_id: s.event_id, deliver_at: s.deliver_at, triggers: s.log_ids.len() }))
     }
 
@@ -182,14 +178,166 @@ impl Engine {
             }
             parsed.push(req.event);
         }
+        let slots = self.slots_for_queueing(parsed.len());
         let mut tx = self.pool().begin().await?;
-        let stored = store::enqueue(&mut tx, project, &parsed, None).await?;
+        let stored = store::enqueue_leasing(&mut tx, project, &parsed, self.own_lease(), Some(slots.len())).await?;
         tx.commit().await?;
         count_queued(project, stored.iter().filter(|s| !s.duplicate).count() as u64);
+        self.deliver_leased(stored.iter().flat_map(|s| s.leased.iter().copied()).collect(), slots).await;
         Ok(stored
             .into_iter()
             .map(|s| Queued { event_id: s.event_id, deliver_at: s.deliver_at, triggers: s.log_ids.len() })
             .collect())
+    }
+}
+
+/// Most events the enqueuer stores in one transaction.
+const ENQUEUE_BATCH: usize = 1000;
+/// Enqueuer transactions in flight at once.
+const ENQUEUE_WRITERS: usize = 4;
+/// Queue calls that may wait for the enqueuer. Past it a call gets 503 at once:
+/// under more load than the database absorbs, callers hear so promptly and memory
+/// stays bounded, instead of every call slowing down.
+pub const ENQUEUE_BACKLOG: usize = 20_000;
+
+/// An event handed to the enqueuer, and where to send what became of it: the
+/// stored event, or the event back when its batch failed and the caller should
+/// store it alone.
+pub(crate) type PendingEnqueue = (String, NewEvent, tokio::sync::oneshot::Sender<Result<store::Stored, NewEvent>>);
+
+impl Engine {
+    /// Stores one asynchronous event: through the enqueuer, which shares one
+    /// transaction among every queue call that arrived meanwhile, or alone when
+    /// the enqueuer is not running or its batch failed.
+    async fn store_one(&self, project: &str, event: NewEvent) -> Result<store::Stored, EngineError> {
+        let event = if self.0.enqueuer_running.load(std::sync::atomic::Ordering::Acquire) {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            match self.0.enqueues.try_send((project.to_string(), event, reply)) {
+                Ok(()) => match answer.await {
+                    Ok(Ok(stored)) => return Ok(stored),
+                    Ok(Err(event)) => event,
+                    Err(_) => return Err(EngineError::Overloaded("the queue call was dropped at shutdown".into())),
+                },
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    metrics::counter!(crate::metrics::QUEUE_REFUSED).increment(1);
+                    return Err(EngineError::Overloaded(format!(
+                        "Herald is overloaded: {ENQUEUE_BACKLOG} queue calls are already waiting for the database; \
+                         retry shortly, or send events in batches"
+                    )));
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed((_, event, _))) => event,
+            }
+        } else {
+            event
+        };
+        let slots = self.slots_for_queueing(1);
+        let mut tx = self.pool().begin().await?;
+        let stored =
+            store::enqueue_leasing(&mut tx, project, std::slice::from_ref(&event), self.own_lease(), Some(slots.len()))
+                .await?;
+        tx.commit().await?;
+        count_queued(project, 1);
+        let stored = stored.into_iter().next().ok_or(EngineError::Database(sqlx::Error::RowNotFound))?;
+        self.deliver_leased(stored.leased.clone(), slots).await;
+        Ok(stored)
+    }
+
+    /// The lease of event logs this node delivers as it stores them.
+    fn own_lease(&self) -> Option<store::Lease> {
+        Some(store::Lease { node: self.node_id(), margin: self.config().lease_margin })
+    }
+
+    /// The enqueuer: group commit for single queue calls. While a transaction is
+    /// being written, new calls wait in the channel; the next transaction takes
+    /// them all (up to [`ENQUEUE_BATCH`]). An idle Herald writes each call at once.
+    pub(crate) async fn enqueue_loop(self) {
+        let Some(mut rx) = self.0.enqueue_rx.lock().ok().and_then(|mut r| r.take()) else { return };
+        self.0.enqueuer_running.store(true, std::sync::atomic::Ordering::Release);
+        let writers = std::sync::Arc::new(tokio::sync::Semaphore::new(ENQUEUE_WRITERS));
+        let cancel = self.shutdown_token();
+        loop {
+            let Ok(permit) = writers.clone().acquire_owned().await else { break };
+            let first = tokio::select! {
+                m = rx.recv() => match m { Some(m) => m, None => break },
+                _ = cancel.cancelled() => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < ENQUEUE_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let engine = self.clone();
+            tokio::spawn(async move {
+                engine.write_enqueued(batch).await;
+                drop(permit);
+            });
+        }
+        self.0.enqueuer_running.store(false, std::sync::atomic::Ordering::Release);
+        // Calls that arrived meanwhile store their events themselves.
+        rx.close();
+        while let Ok((_, event, reply)) = rx.try_recv() {
+            let _ = reply.send(Err(event));
+        }
+    }
+
+    /// Stores a batch of single queue calls in one transaction, one enqueue per
+    /// project. If it fails, each event goes back to its caller to be stored
+    /// alone, so that one bad event cannot fail the others.
+    async fn write_enqueued(&self, mut batch: Vec<PendingEnqueue>) {
+        batch.sort_by(|a, b| a.0.cmp(&b.0));
+        let (mut projects, mut events, mut replies) = (Vec::new(), Vec::new(), Vec::new());
+        for (project, event, reply) in batch {
+            projects.push(project);
+            events.push(event);
+            replies.push(reply);
+        }
+        let slots = self.slots_for_queueing(events.len());
+        let written: Result<Vec<store::Stored>, sqlx::Error> = async {
+            if projects.first() == projects.last() && events.iter().all(|e| e.idempotency_key.is_none()) {
+                // One project, the usual case: one statement stores and commits them all.
+                let mut conn = self.pool().acquire().await?;
+                return store::enqueue_leasing(&mut conn, &projects[0], &events, self.own_lease(), Some(slots.len()))
+                    .await;
+            }
+            let mut tx = self.pool().begin().await?;
+            let mut stored: Vec<store::Stored> = Vec::with_capacity(events.len());
+            let mut start = 0;
+            while start < events.len() {
+                let end = start + projects[start..].iter().take_while(|p| **p == projects[start]).count();
+                let leased_so_far: usize = stored.iter().map(|s| s.leased.len()).sum();
+                let limit = Some(slots.len().saturating_sub(leased_so_far));
+                stored.extend(
+                    store::enqueue_leasing(&mut tx, &projects[start], &events[start..end], self.own_lease(), limit)
+                        .await?,
+                );
+                start = end;
+            }
+            tx.commit().await?;
+            Ok(stored)
+        }
+        .await;
+        match written {
+            Ok(stored) => {
+                for (project, s) in projects.iter().zip(&stored) {
+                    if !s.duplicate {
+                        count_queued(project, 1);
+                    }
+                }
+                let leased = stored.iter().flat_map(|s| s.leased.iter().copied()).collect();
+                for (reply, s) in replies.into_iter().zip(stored) {
+                    let _ = reply.send(Ok(s));
+                }
+                self.deliver_leased(leased, slots).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, events = events.len(), "a shared enqueue failed; storing each alone");
+                for (reply, event) in replies.into_iter().zip(events) {
+                    let _ = reply.send(Err(event));
+                }
+            }
+        }
     }
 }
 

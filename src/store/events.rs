@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{FromRow, PgPool, Postgres, Transaction};
+use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::model::{EventLog, Invocation, Status};
@@ -42,6 +42,8 @@ pub struct Stored {
     pub log_ids: Vec<Uuid>,
     /// True when an earlier event with the same idempotency key was returned instead.
     pub duplicate: bool,
+    /// The event logs among `log_ids` leased to the caller's node by this call.
+    pub leased: Vec<Uuid>,
 }
 
 /// Who holds new event logs: `None` leaves them to any dispatcher; `Some` leases
@@ -53,13 +55,28 @@ pub struct Lease {
 }
 
 /// Stores events and their event logs (one per enabled trigger of the type) with a
-/// handful of statements, whatever the batch size. Sends one NOTIFY when it made
-/// work for the dispatchers. The caller commits.
+/// handful of statements, whatever the batch size, and one NOTIFY when it made
+/// work for the dispatchers. Given a transaction, the caller commits. Given a plain
+/// connection and no idempotency keys, the one statement that stores the events
+/// commits them (a round trip less each for BEGIN and COMMIT).
 pub async fn enqueue(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     project: &str,
     events: &[NewEvent],
     lease: Option<Lease>,
+) -> Result<Vec<Stored>, sqlx::Error> {
+    enqueue_leasing(conn, project, events, lease, None).await
+}
+
+/// [`enqueue`], leasing at most `limit` of the new event logs that are due now to
+/// `lease.node` (all of them when `limit` is `None`): that node delivers them at
+/// once, with no claim. The others wait for any dispatcher as usual.
+pub async fn enqueue_leasing(
+    conn: &mut PgConnection,
+    project: &str,
+    events: &[NewEvent],
+    lease: Option<Lease>,
+    limit: Option<usize>,
 ) -> Result<Vec<Stored>, sqlx::Error> {
     let keys: Vec<String> = events.iter().filter_map(|e| e.idempotency_key.clone()).collect();
     if !keys.is_empty() {
@@ -70,7 +87,7 @@ pub async fn enqueue(
         )
         .bind(project)
         .bind(&keys)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     }
 
@@ -81,7 +98,7 @@ pub async fn enqueue(
     let sync: Vec<bool> = events.iter().map(|e| e.synchronous).collect();
     let idem: Vec<Option<&str>> = events.iter().map(|e| e.idempotency_key.as_deref()).collect();
 
-    let inserted: Vec<(Uuid, Vec<Uuid>)> = sqlx::query_as(&format!(
+    let inserted: Vec<(Uuid, Vec<Uuid>, Vec<Uuid>, i64)> = sqlx::query_as(&format!(
         "WITH input AS (
              SELECT * FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::bool[], $7::text[])
                  AS i (id, type, data, deliver_at, synchronous, idempotency_key)
@@ -90,22 +107,31 @@ pub async fn enqueue(
              SELECT id, $1, type, data, deliver_at, synchronous, idempotency_key FROM input
              ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING id, type, data, deliver_at
-         ), logs AS (
-             INSERT INTO event_logs (id, event_id, project, trigger_name, status, next_attempt_at, lease_until, leased_by)
-             SELECT gen_random_uuid(), ins.id, $1, t.name,
-                    CASE WHEN $8::uuid IS NOT NULL THEN 'processing'
-                         WHEN ins.deliver_at > now() THEN 'scheduled'
-                         ELSE 'pending' END,
-                    ins.deliver_at,
-                    CASE WHEN $8::uuid IS NOT NULL
-                         THEN now() + make_interval(secs => t.timeout_ms / 1000.0 + $9) END,
-                    $8
+         ), matched AS (
+             SELECT ins.id, ins.deliver_at, t.name, t.timeout_ms,
+                    $8::uuid IS NOT NULL AND ($10::bigint IS NULL OR (ins.deliver_at <= now()
+                        AND row_number() OVER (ORDER BY ins.id, t.name) <= $10)) AS leased
              FROM ins JOIN event_triggers t ON t.project = $1 AND t.type = ins.type AND t.enabled
                  AND {SOURCE_MATCH}
-             ORDER BY ins.id, t.name
-             RETURNING id, event_id
+         ), logs AS (
+             INSERT INTO event_logs (id, event_id, project, trigger_name, status, next_attempt_at, lease_until, leased_by)
+             SELECT gen_random_uuid(), m.id, $1, m.name,
+                    CASE WHEN m.leased THEN 'processing'
+                         WHEN m.deliver_at > now() THEN 'scheduled'
+                         ELSE 'pending' END,
+                    m.deliver_at,
+                    CASE WHEN m.leased THEN now() + make_interval(secs => m.timeout_ms / 1000.0 + $9) END,
+                    CASE WHEN m.leased THEN $8 END
+             FROM matched m
+             ORDER BY m.id, m.name
+             RETURNING id, event_id, status
+         ), wake AS (
+             -- One NOTIFY when an event log waits for a dispatcher (nobody leased it).
+             SELECT pg_notify('{WAKE_CHANNEL}', '') FROM logs WHERE logs.status <> 'processing' LIMIT 1
          )
-         SELECT ins.id, COALESCE(array_agg(logs.id) FILTER (WHERE logs.id IS NOT NULL), '{{}}')
+         SELECT ins.id, COALESCE(array_agg(logs.id) FILTER (WHERE logs.id IS NOT NULL), '{{}}'),
+                COALESCE(array_agg(logs.id) FILTER (WHERE logs.status = 'processing'), '{{}}'),
+                (SELECT count(*) FROM wake)
          FROM ins LEFT JOIN logs ON logs.event_id = ins.id
          GROUP BY ins.id"
     ))
@@ -118,11 +144,12 @@ pub async fn enqueue(
     .bind(&idem)
     .bind(lease.map(|l| l.node))
     .bind(lease.map(|l| l.margin.as_secs_f64()).unwrap_or(0.0))
-    .fetch_all(&mut **tx)
+    .bind(limit.map(|l| l as i64))
+    .fetch_all(&mut *conn)
     .await?;
 
-    let made_work = inserted.iter().any(|(_, logs)| !logs.is_empty());
-    let mut by_id: std::collections::HashMap<Uuid, Vec<Uuid>> = inserted.into_iter().collect();
+    let mut by_id: std::collections::HashMap<Uuid, (Vec<Uuid>, Vec<Uuid>)> =
+        inserted.into_iter().map(|(id, logs, leased, _)| (id, (logs, leased))).collect();
 
     // Events whose key was already taken: answer with the first event.
     let mut earlier: std::collections::HashMap<String, Stored> = std::collections::HashMap::new();
@@ -139,21 +166,17 @@ pub async fn enqueue(
         )
         .bind(project)
         .bind(&taken)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await?;
         for (key, event_id, deliver_at, log_ids) in rows {
-            earlier.insert(key, Stored { event_id, deliver_at, log_ids, duplicate: true });
+            earlier.insert(key, Stored { event_id, deliver_at, log_ids, duplicate: true, leased: Vec::new() });
         }
-    }
-
-    if made_work && lease.is_none() {
-        sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&mut **tx).await?;
     }
 
     let mut out = Vec::with_capacity(events.len());
     for e in events {
-        if let Some(log_ids) = by_id.remove(&e.id) {
-            out.push(Stored { event_id: e.id, deliver_at: e.deliver_at, log_ids, duplicate: false });
+        if let Some((log_ids, leased)) = by_id.remove(&e.id) {
+            out.push(Stored { event_id: e.id, deliver_at: e.deliver_at, log_ids, duplicate: false, leased });
         } else if let Some(first) = e.idempotency_key.as_ref().and_then(|k| earlier.get(k)) {
             out.push(first.clone());
         } else {
@@ -164,7 +187,7 @@ pub async fn enqueue(
                 .find(|o| o.idempotency_key == e.idempotency_key)
                 .and_then(|o| out.iter().find(|s: &&Stored| s.event_id == o.id).cloned());
             match first {
-                Some(s) => out.push(Stored { duplicate: true, ..s }),
+                Some(s) => out.push(Stored { duplicate: true, leased: Vec::new(), ..s }),
                 None => return Err(sqlx::Error::RowNotFound),
             }
         }
@@ -206,8 +229,11 @@ const JOB_JOINS: &str = "JOIN events e ON e.id = c.event_id
 /// for its trigger's timeout plus `margin`.
 pub async fn claim(pool: &PgPool, node: Uuid, limit: i64, margin: Duration) -> Result<Vec<Job>, sqlx::Error> {
     sqlx::query_as(&format!(
+        // The locked rows are updated by their physical address (ctid, stable while
+        // locked): a lookup by primary key would wade through the index entries of
+        // every earlier version of the row, which made large backlogs drain slower.
         "WITH due AS (
-             SELECT id FROM event_logs
+             SELECT ctid FROM event_logs
              WHERE status IN ('scheduled', 'pending') AND next_attempt_at <= now()
              ORDER BY next_attempt_at
              LIMIT $1
@@ -218,7 +244,7 @@ pub async fn claim(pool: &PgPool, node: Uuid, limit: i64, margin: Duration) -> R
                  lease_until = now() + make_interval(secs => $3 + COALESCE(
                      (SELECT t.timeout_ms FROM event_triggers t
                       WHERE t.project = l.project AND t.name = l.trigger_name), 0) / 1000.0)
-             FROM due WHERE l.id = due.id
+             FROM due WHERE l.ctid = due.ctid
              RETURNING l.*
          )
          SELECT {JOB_COLUMNS} FROM c {JOB_JOINS}"
@@ -367,13 +393,45 @@ pub async fn complete_batch(pool: &PgPool, node: Uuid, items: &[Completion]) -> 
     }
     let inv = |f: fn(&NewInvocation) -> Option<String>| items.iter().map(|c| f(&c.invocation)).collect::<Vec<_>>();
     let errors = inv(|i| i.error.clone());
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO invocation_logs (id, event_log_id, attempt, started_at, duration_ms, status_code,
-             request_headers, request_body, response_headers, response_body, error)
-         SELECT gen_random_uuid(), * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::int[],
-             $6::jsonb[], $7::text[], $8::jsonb[], $9::text[], $10::text[])",
-    )
+    let processed: Vec<bool> = items.iter().map(|c| matches!(c.next, Next::Processed)).collect();
+    let pick = |keep: bool| -> Vec<usize> { (0..items.len()).filter(|&i| processed[i] == keep).collect() };
+    let (done, others) = (pick(true), pick(false));
+    let wake = items.iter().any(|c| matches!(c.next, Next::Retry(_)));
+    // One statement, so one round trip and one commit (one WAL flush) for the batch:
+    // - the invocation logs;
+    // - deliveries, the common case, need no per-row values: a plain UPDATE by
+    //   primary key. `lease_until IS NOT NULL` means `status = 'processing'` (a CHECK
+    //   ties them); it is written so because the partial index on processing rows
+    //   holds thousands of dead entries under load, and a planner with young
+    //   statistics would scan it;
+    // - retries and failures carry their own error, time and lease;
+    // - a NOTIFY when a retry is due for any node.
+    let updated: Vec<Option<Uuid>> = sqlx::query_scalar(&format!(
+        "WITH inv AS (
+             INSERT INTO invocation_logs (id, event_log_id, attempt, started_at, duration_ms, status_code,
+                 request_headers, request_body, response_headers, response_body, error)
+             SELECT gen_random_uuid(), * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::int[],
+                 $6::jsonb[], $7::text[], $8::jsonb[], $9::text[], $10::text[])
+         ), done AS (
+             UPDATE event_logs SET status = 'processed', attempts = attempts + 1, last_error = NULL,
+                    lease_until = NULL, leased_by = NULL, updated_at = now()
+             WHERE id = ANY($11) AND leased_by = $12 AND lease_until IS NOT NULL
+             RETURNING id
+         ), other AS (
+             UPDATE event_logs l SET status = u.status, attempts = u.attempt, last_error = u.error,
+                    next_attempt_at = COALESCE(u.next_at, l.next_attempt_at),
+                    lease_until = u.lease_until,
+                    leased_by = CASE WHEN u.lease_until IS NULL THEN NULL ELSE l.leased_by END,
+                    updated_at = now()
+             FROM UNNEST($13::uuid[], $14::text[], $15::int[], $16::text[], $17::timestamptz[], $18::timestamptz[])
+                  AS u (id, status, attempt, error, next_at, lease_until)
+             WHERE l.id = ANY($13) AND l.id = u.id AND l.leased_by = $12 AND l.lease_until IS NOT NULL
+             RETURNING l.id
+         ), wake AS (
+             SELECT pg_notify('{WAKE_CHANNEL}', '') WHERE $19
+         )
+         SELECT id FROM done UNION ALL SELECT id FROM other UNION ALL SELECT NULL FROM wake"
+    ))
     .bind(&ids)
     .bind(&attempts)
     .bind(items.iter().map(|c| c.invocation.started_at).collect::<Vec<_>>())
@@ -384,33 +442,39 @@ pub async fn complete_batch(pool: &PgPool, node: Uuid, items: &[Completion]) -> 
     .bind(items.iter().map(|c| c.invocation.response_headers.as_ref().map(Json)).collect::<Vec<_>>())
     .bind(inv(|i| i.response_body.clone()))
     .bind(&errors)
-    .execute(&mut *tx)
-    .await?;
-    let updated: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE event_logs l SET status = u.status, attempts = u.attempt, last_error = u.error,
-                next_attempt_at = COALESCE(u.next_at, l.next_attempt_at),
-                lease_until = u.lease_until, leased_by = CASE WHEN u.lease_until IS NULL THEN NULL ELSE l.leased_by END,
-                updated_at = now()
-         FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::timestamptz[])
-              AS u (id, status, attempt, error, next_at, lease_until)
-         WHERE l.id = u.id AND l.leased_by = $7 AND l.status = 'processing'
-         RETURNING l.id",
-    )
-    .bind(&ids)
-    .bind(&statuses)
-    .bind(&attempts)
-    .bind(&errors)
-    .bind(&next_at)
-    .bind(&lease_until)
+    .bind(done.iter().map(|&i| ids[i]).collect::<Vec<_>>())
     .bind(node)
-    .fetch_all(&mut *tx)
+    .bind(others.iter().map(|&i| ids[i]).collect::<Vec<_>>())
+    .bind(others.iter().map(|&i| statuses[i]).collect::<Vec<_>>())
+    .bind(others.iter().map(|&i| attempts[i]).collect::<Vec<_>>())
+    .bind(others.iter().map(|&i| errors[i].clone()).collect::<Vec<_>>())
+    .bind(others.iter().map(|&i| next_at[i]).collect::<Vec<_>>())
+    .bind(others.iter().map(|&i| lease_until[i]).collect::<Vec<_>>())
+    .bind(wake)
+    .fetch_all(pool)
     .await?;
-    if items.iter().any(|c| matches!(c.next, Next::Retry(_))) {
-        sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    let updated: std::collections::HashSet<Uuid> = updated.into_iter().collect();
+    let updated: std::collections::HashSet<Uuid> = updated.into_iter().flatten().collect();
     Ok(ids.iter().map(|id| updated.contains(id)).collect())
+}
+
+/// Analyzes each queue table (events, event logs) that changed by more rows than it had at its last
+/// ANALYZE (at least 1000), and returns their names. The tables grow from nothing
+/// to millions of rows in minutes, faster than autovacuum looks (once a minute);
+/// a plan made while a table was small, such as a sequential scan, would stay
+/// cached on every connection until the statistics change.
+pub async fn refresh_statistics(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+         WHERE s.relid IN ('events'::regclass, 'event_logs'::regclass)
+           AND s.n_mod_since_analyze > GREATEST(1000, c.reltuples)",
+    )
+    .fetch_all(pool)
+    .await?;
+    for table in &stale {
+        // The names come from the fixed list above.
+        sqlx::query(&format!("ANALYZE {table}")).execute(pool).await?;
+    }
+    Ok(stale)
 }
 
 /// Fails an event log without an attempt (its trigger is gone).
