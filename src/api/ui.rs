@@ -459,7 +459,11 @@ mod server {
         let seen = session.get::<i64>(PASSWORD_VERSION_KEY).await.map_err(internal)?;
         let now = engine.admin_password_version(&user).await.map_err(engine_error)?;
         if now.is_none() || seen != now {
-            session.flush().await.map_err(internal)?;
+            // Signed out, but the session is left as it is: this runs while a
+            // page streams, after the session layer has looked at the session,
+            // and a flush racing its save answered 500 ("missing session id").
+            // The stale record can never sign in again (its version is old);
+            // the next sign-in replaces it and expiry removes it.
             return Ok(None);
         }
         Ok(Some(user))
