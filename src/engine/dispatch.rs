@@ -110,20 +110,10 @@ impl Engine {
 
     /// Delivers event logs that were leased to this node as they were stored,
     /// one slot each; unused slots are given back.
-    pub(crate) async fn deliver_leased(&self, ids: Vec<uuid::Uuid>, mut permits: Vec<OwnedSemaphorePermit>) {
-        permits.truncate(ids.len());
-        if ids.is_empty() {
-            return;
-        }
-        match store::jobs(self.pool(), &ids).await {
-            Ok(jobs) => {
-                for job in jobs {
-                    let Some(permit) = permits.pop() else { break };
-                    self.spawn_delivery(job, permit);
-                }
-            }
-            // The leases expire and the sweeper makes them due again: late, not lost.
-            Err(e) => tracing::warn!(error = %e, logs = ids.len(), "cannot load event logs leased at queueing"),
+    pub(crate) fn deliver_leased(&self, jobs: Vec<Job>, mut permits: Vec<OwnedSemaphorePermit>) {
+        permits.truncate(jobs.len());
+        for (job, permit) in jobs.into_iter().zip(permits) {
+            self.spawn_delivery(job, permit);
         }
     }
 

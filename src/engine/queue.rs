@@ -183,7 +183,8 @@ impl Engine {
         let stored = store::enqueue_leasing(&mut tx, project, &parsed, self.own_lease(), Some(slots.len())).await?;
         tx.commit().await?;
         count_queued(project, stored.iter().filter(|s| !s.duplicate).count() as u64);
-        self.deliver_leased(stored.iter().flat_map(|s| s.leased.iter().copied()).collect(), slots).await;
+        let mut stored = stored;
+        self.deliver_leased(take_leased(&mut stored), slots);
         Ok(stored
             .into_iter()
             .map(|s| Queued { event_id: s.event_id, deliver_at: s.deliver_at, triggers: s.log_ids.len() })
@@ -237,8 +238,8 @@ impl Engine {
                 .await?;
         tx.commit().await?;
         count_queued(project, 1);
-        let stored = stored.into_iter().next().ok_or(EngineError::Database(sqlx::Error::RowNotFound))?;
-        self.deliver_leased(stored.leased.clone(), slots).await;
+        let mut stored = stored.into_iter().next().ok_or(EngineError::Database(sqlx::Error::RowNotFound))?;
+        self.deliver_leased(std::mem::take(&mut stored.leased), slots);
         Ok(stored)
     }
 
@@ -319,17 +320,17 @@ impl Engine {
         }
         .await;
         match written {
-            Ok(stored) => {
+            Ok(mut stored) => {
                 for (project, s) in projects.iter().zip(&stored) {
                     if !s.duplicate {
                         count_queued(project, 1);
                     }
                 }
-                let leased = stored.iter().flat_map(|s| s.leased.iter().copied()).collect();
+                let leased = take_leased(&mut stored);
                 for (reply, s) in replies.into_iter().zip(stored) {
                     let _ = reply.send(Ok(s));
                 }
-                self.deliver_leased(leased, slots).await;
+                self.deliver_leased(leased, slots);
             }
             Err(e) => {
                 tracing::debug!(error = %e, events = events.len(), "a shared enqueue failed; storing each alone");
@@ -406,4 +407,9 @@ mod tests {
             assert!(err.contains(want), "{body}: {err}");
         }
     }
+}
+
+/// The jobs of every event log leased at queueing, taken out of what the callers get.
+fn take_leased(stored: &mut [store::Stored]) -> Vec<store::Job> {
+    stored.iter_mut().flat_map(|s| std::mem::take(&mut s.leased)).collect()
 }

@@ -42,7 +42,7 @@ impl Engine {
             stored
         };
         super::queue::count_queued(project, 1);
-        let stored = stored.into_iter().next().ok_or(EngineError::Database(sqlx::Error::RowNotFound))?;
+        let mut stored = stored.into_iter().next().ok_or(EngineError::Database(sqlx::Error::RowNotFound))?;
         let event_id = stored.event_id;
         if stored.duplicate {
             return Err(EngineError::Conflict(format!(
@@ -56,7 +56,8 @@ impl Engine {
             });
         }
 
-        let jobs = store::jobs(self.pool(), &stored.log_ids).await?;
+        // Every event log of a synchronous event is leased to this node as it is stored.
+        let jobs = std::mem::take(&mut stored.leased);
         let handles: Vec<_> = jobs
             .into_iter()
             .map(|job| {

@@ -34,7 +34,7 @@ pub struct NewEvent {
 }
 
 /// What became of one `NewEvent`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Stored {
     pub event_id: Uuid,
     pub deliver_at: DateTime<Utc>,
@@ -42,8 +42,10 @@ pub struct Stored {
     pub log_ids: Vec<Uuid>,
     /// True when an earlier event with the same idempotency key was returned instead.
     pub duplicate: bool,
-    /// The event logs among `log_ids` leased to the caller's node by this call.
-    pub leased: Vec<Uuid>,
+    /// The event logs among `log_ids` leased to the caller's node by this call,
+    /// ready to deliver: the statement that stored them returns all a delivery
+    /// needs, so none is read back.
+    pub leased: Vec<Job>,
 }
 
 /// Who holds new event logs: `None` leaves them to any dispatcher; `Some` leases
@@ -98,7 +100,7 @@ pub async fn enqueue_leasing(
     let sync: Vec<bool> = events.iter().map(|e| e.synchronous).collect();
     let idem: Vec<Option<&str>> = events.iter().map(|e| e.idempotency_key.as_deref()).collect();
 
-    let inserted: Vec<(Uuid, Vec<Uuid>, Vec<Uuid>, i64)> = sqlx::query_as(&format!(
+    let inserted: Vec<InsertedRow> = sqlx::query_as(&format!(
         "WITH input AS (
              SELECT * FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::bool[], $7::text[])
                  AS i (id, type, data, deliver_at, synchronous, idempotency_key)
@@ -106,9 +108,9 @@ pub async fn enqueue_leasing(
              INSERT INTO events (id, project, type, data, deliver_at, synchronous, idempotency_key)
              SELECT id, $1, type, data, deliver_at, synchronous, idempotency_key FROM input
              ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-             RETURNING id, type, data, deliver_at
+             RETURNING id, type, data, deliver_at, created_at
          ), matched AS (
-             SELECT ins.id, ins.deliver_at, t.name, t.timeout_ms,
+             SELECT ins.id, ins.deliver_at, t.name, t.timeout_ms, t.url, t.retries, t.headers,
                     $8::uuid IS NOT NULL AND ($10::bigint IS NULL OR (ins.deliver_at <= now()
                         AND row_number() OVER (ORDER BY ins.id, t.name) <= $10)) AS leased
              FROM ins JOIN event_triggers t ON t.project = $1 AND t.type = ins.type AND t.enabled
@@ -124,16 +126,31 @@ pub async fn enqueue_leasing(
                     CASE WHEN m.leased THEN $8 END
              FROM matched m
              ORDER BY m.id, m.name
-             RETURNING id, event_id, status
+             RETURNING id, event_id, trigger_name, status
+         ), leased AS (
+             -- What delivering the leased logs needs, besides the event itself.
+             SELECT logs.event_id, array_agg(logs.id ORDER BY logs.trigger_name) AS ids,
+                    array_agg(m.name ORDER BY logs.trigger_name) AS names,
+                    array_agg(m.url ORDER BY logs.trigger_name) AS urls,
+                    array_agg(m.retries ORDER BY logs.trigger_name) AS retries,
+                    array_agg(m.timeout_ms ORDER BY logs.trigger_name) AS timeouts,
+                    array_agg(m.headers ORDER BY logs.trigger_name) AS headers
+             FROM logs JOIN matched m ON m.id = logs.event_id AND m.name = logs.trigger_name
+             WHERE logs.status = 'processing'
+             GROUP BY logs.event_id
+         ), secrets AS (
+             SELECT jwt_secret, signing_secret FROM projects
+             WHERE id = $1 AND EXISTS (SELECT 1 FROM leased)
          ), wake AS (
              -- One NOTIFY when an event log waits for a dispatcher (nobody leased it).
              SELECT pg_notify('{WAKE_CHANNEL}', '') FROM logs WHERE logs.status <> 'processing' LIMIT 1
          )
-         SELECT ins.id, COALESCE(array_agg(logs.id) FILTER (WHERE logs.id IS NOT NULL), '{{}}'),
-                COALESCE(array_agg(logs.id) FILTER (WHERE logs.status = 'processing'), '{{}}'),
-                (SELECT count(*) FROM wake)
-         FROM ins LEFT JOIN logs ON logs.event_id = ins.id
-         GROUP BY ins.id"
+         SELECT ins.id, ins.created_at,
+                COALESCE((SELECT array_agg(logs.id) FROM logs WHERE logs.event_id = ins.id), '{{}}') AS log_ids,
+                leased.ids AS leased_ids, leased.names, leased.urls, leased.retries, leased.timeouts, leased.headers,
+                (SELECT jwt_secret FROM secrets) AS jwt_secret, (SELECT signing_secret FROM secrets) AS signing_secret,
+                (SELECT count(*) FROM wake) AS woke
+         FROM ins LEFT JOIN leased ON leased.event_id = ins.id"
     ))
     .bind(project)
     .bind(&ids)
@@ -148,8 +165,7 @@ pub async fn enqueue_leasing(
     .fetch_all(&mut *conn)
     .await?;
 
-    let mut by_id: std::collections::HashMap<Uuid, (Vec<Uuid>, Vec<Uuid>)> =
-        inserted.into_iter().map(|(id, logs, leased, _)| (id, (logs, leased))).collect();
+    let mut by_id: std::collections::HashMap<Uuid, InsertedRow> = inserted.into_iter().map(|r| (r.id, r)).collect();
 
     // Events whose key was already taken: answer with the first event.
     let mut earlier: std::collections::HashMap<String, Stored> = std::collections::HashMap::new();
@@ -175,8 +191,9 @@ pub async fn enqueue_leasing(
 
     let mut out = Vec::with_capacity(events.len());
     for e in events {
-        if let Some((log_ids, leased)) = by_id.remove(&e.id) {
-            out.push(Stored { event_id: e.id, deliver_at: e.deliver_at, log_ids, duplicate: false, leased });
+        if let Some(row) = by_id.remove(&e.id) {
+            let leased = row.leased_jobs(project, e);
+            out.push(Stored { event_id: e.id, deliver_at: e.deliver_at, log_ids: row.log_ids, duplicate: false, leased });
         } else if let Some(first) = e.idempotency_key.as_ref().and_then(|k| earlier.get(k)) {
             out.push(first.clone());
         } else {
@@ -193,6 +210,61 @@ pub async fn enqueue_leasing(
         }
     }
     Ok(out)
+}
+
+/// One stored event as the enqueue statement returns it.
+#[derive(FromRow)]
+struct InsertedRow {
+    id: Uuid,
+    created_at: DateTime<Utc>,
+    log_ids: Vec<Uuid>,
+    leased_ids: Option<Vec<Uuid>>,
+    names: Option<Vec<String>>,
+    urls: Option<Vec<String>>,
+    retries: Option<Vec<i32>>,
+    timeouts: Option<Vec<i32>>,
+    headers: Option<Vec<Json<serde_json::Map<String, serde_json::Value>>>>,
+    jwt_secret: Option<String>,
+    signing_secret: Option<String>,
+    #[allow(dead_code)] // Read only to make PostgreSQL run the NOTIFY.
+    woke: i64,
+}
+
+impl InsertedRow {
+    /// Jobs for the event logs this call leased: one per trigger, in trigger-name order.
+    fn leased_jobs(&self, project: &str, event: &NewEvent) -> Vec<Job> {
+        let (Some(ids), Some(names), Some(urls), Some(retries), Some(timeouts), Some(headers), Some(jwt), Some(signing)) = (
+            &self.leased_ids,
+            &self.names,
+            &self.urls,
+            &self.retries,
+            &self.timeouts,
+            &self.headers,
+            &self.jwt_secret,
+            &self.signing_secret,
+        ) else {
+            return Vec::new();
+        };
+        (0..ids.len())
+            .map(|i| Job {
+                id: ids[i],
+                event_id: event.id,
+                project: project.to_string(),
+                trigger_name: names[i].clone(),
+                attempts: 0,
+                event_type: event.event_type.clone(),
+                data: Json(event.data.clone()),
+                event_time: self.created_at,
+                event_deliver_at: event.deliver_at,
+                url: Some(urls[i].clone()),
+                retries: Some(retries[i]),
+                timeout_ms: Some(timeouts[i]),
+                headers: Some(headers[i].clone()),
+                jwt_secret: jwt.clone(),
+                signing_secret: signing.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Everything needed to make one delivery attempt of an event log.
@@ -252,16 +324,6 @@ pub async fn claim(pool: &PgPool, node: Uuid, limit: i64, margin: Duration) -> R
     .bind(limit)
     .bind(node)
     .bind(margin.as_secs_f64())
-    .fetch_all(pool)
-    .await
-}
-
-/// Loads jobs for event logs this node already holds (synchronous events).
-pub async fn jobs(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Job>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM event_logs c {JOB_JOINS} WHERE c.id = ANY($1) ORDER BY c.trigger_name"
-    ))
-    .bind(ids)
     .fetch_all(pool)
     .await
 }
