@@ -127,6 +127,8 @@ pub async fn enqueue_leasing(
              FROM matched m
              ORDER BY m.id, m.name
              RETURNING id, event_id, trigger_name, status
+         ), made AS (
+             SELECT event_id, array_agg(id) AS ids FROM logs GROUP BY event_id
          ), leased AS (
              -- What delivering the leased logs needs, besides the event itself.
              SELECT logs.event_id, array_agg(logs.id ORDER BY logs.trigger_name) AS ids,
@@ -146,11 +148,11 @@ pub async fn enqueue_leasing(
              SELECT pg_notify('{WAKE_CHANNEL}', '') FROM logs WHERE logs.status <> 'processing' LIMIT 1
          )
          SELECT ins.id, ins.created_at,
-                COALESCE((SELECT array_agg(logs.id) FROM logs WHERE logs.event_id = ins.id), '{{}}') AS log_ids,
+                COALESCE(made.ids, '{{}}') AS log_ids,
                 leased.ids AS leased_ids, leased.names, leased.urls, leased.retries, leased.timeouts, leased.headers,
                 (SELECT jwt_secret FROM secrets) AS jwt_secret, (SELECT signing_secret FROM secrets) AS signing_secret,
                 (SELECT count(*) FROM wake) AS woke
-         FROM ins LEFT JOIN leased ON leased.event_id = ins.id"
+         FROM ins LEFT JOIN made ON made.event_id = ins.id LEFT JOIN leased ON leased.event_id = ins.id"
     ))
     .bind(project)
     .bind(&ids)
