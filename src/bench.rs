@@ -65,8 +65,12 @@ struct Figures {
     queued_per_s: Option<f64>,
     delivered_per_s: Option<f64>,
     latencies_ms: Vec<f64>,
+    /// Events Herald accepted (2xx) that never reached the sink.
     lost: u64,
     duplicates: u64,
+    /// Events Herald did not accept (503 when overloaded, or any other failure):
+    /// not lost, since the caller was told.
+    refused: u64,
     herald_cpu_s: Option<f64>,
     max_rss_mb: Option<f64>,
     note: String,
@@ -90,9 +94,34 @@ impl Figures {
             "queued_per_s": r(self.queued_per_s), "delivered_per_s": r(self.delivered_per_s),
             "p50_ms": r(percentile(&l, 0.5)), "p90_ms": r(percentile(&l, 0.9)),
             "p99_ms": r(percentile(&l, 0.99)), "max_ms": r(l.last().copied()),
-            "lost": self.lost, "duplicates": self.duplicates,
+            "lost": self.lost, "duplicates": self.duplicates, "refused": self.refused,
             "herald_cpu_s": r(self.herald_cpu_s), "max_rss_mb": r(self.max_rss_mb), "note": self.note,
         })
+    }
+}
+
+/// Which sequence numbers Herald accepted (answered 2xx).
+#[derive(Clone)]
+struct Accepted(Arc<Vec<std::sync::atomic::AtomicBool>>);
+
+impl Accepted {
+    fn new(n: usize) -> Self {
+        Accepted(Arc::new((0..n).map(|_| std::sync::atomic::AtomicBool::new(false)).collect()))
+    }
+
+    fn mark(&self, seqs: std::ops::Range<usize>) {
+        for seq in seqs {
+            self.0[seq].store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.0.iter().filter(|a| a.load(Ordering::Relaxed)).count()
+    }
+
+    /// Accepted events that never arrived.
+    fn lost(&self, arrivals: &[Option<Instant>]) -> u64 {
+        self.0.iter().zip(arrivals).filter(|(a, arrived)| a.load(Ordering::Relaxed) && arrived.is_none()).count() as u64
     }
 }
 
@@ -419,15 +448,15 @@ fn print_table(all: &[Figures]) {
     };
     println!();
     println!(
-        "{:<22} {:>8} {:>10} {:>11} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>7} {:>7}",
-        "scenario", "events", "queued/s", "delivered/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "lost", "dup", "cpu s", "rss MB"
+        "{:<22} {:>8} {:>10} {:>11} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>7} {:>7} {:>7}",
+        "scenario", "events", "queued/s", "delivered/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "lost", "dup", "refused", "cpu s", "rss MB"
     );
     for f in all {
         let j = f.json();
         println!(
-            "{:<22} {:>8} {:>10} {:>11} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>7} {:>7}",
+            "{:<22} {:>8} {:>10} {:>11} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>7} {:>7} {:>7}",
             f.scenario, f.events, cell(&j["queued_per_s"]), cell(&j["delivered_per_s"]), cell(&j["p50_ms"]),
-            cell(&j["p90_ms"]), cell(&j["p99_ms"]), cell(&j["max_ms"]), f.lost, f.duplicates,
+            cell(&j["p90_ms"]), cell(&j["p99_ms"]), cell(&j["max_ms"]), f.lost, f.duplicates, f.refused,
             cell(&j["herald_cpu_s"]), cell(&j["max_rss_mb"])
         );
         if !f.note.is_empty() {
@@ -492,12 +521,12 @@ async fn throughput(t: &Target, sink: &Sink, sink_url: &str, run: u64, args: &Be
     let per_call = if batch { 500 } else { 1 };
     let clients = if batch { args.clients.clamp(1, 8) } else { args.clients.max(1) };
     let next = Arc::new(AtomicUsize::new(0));
-    let errors = Arc::new(AtomicUsize::new(0));
+    let accepted = Accepted::new(n);
     let w = watch(t);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (next, errors, http) = (next.clone(), errors.clone(), t.http.clone());
+        let (next, accepted, http) = (next.clone(), accepted.clone(), t.http.clone());
         let (base, key, event_type) = (t.base.clone(), t.key.clone(), event_type.clone());
         tasks.push(tokio::spawn(async move {
             loop {
@@ -514,8 +543,8 @@ async fn throughput(t: &Target, sink: &Sink, sink_url: &str, run: u64, args: &Be
                     let url = format!("{base}/v1/api/default/eventing/queue");
                     with_json(http.post(url), &key, &event(run, from, &event_type)).send().await
                 };
-                if !ok.is_ok_and(|r| r.status().is_success()) {
-                    errors.fetch_add(to - from, Ordering::Relaxed);
+                if ok.is_ok_and(|r| r.status().is_success()) {
+                    accepted.mark(from..to);
                 }
             }
         }));
@@ -524,21 +553,25 @@ async fn throughput(t: &Target, sink: &Sink, sink_url: &str, run: u64, args: &Be
         task.await?;
     }
     let queued_in = start.elapsed();
-    sink.wait_for(run, n, Duration::from_secs(30)).await;
-    let (unique, dup, _, last) = sink.tally(run, n);
+    sink.wait_for(run, accepted.count(), Duration::from_secs(30)).await;
+    let (unique, dup, arrivals, last) = sink.tally(run, n);
     let mut f = Figures {
         scenario: if batch { "throughput-batch".into() } else { "throughput-single".into() },
         events: n as u64,
-        queued_per_s: Some(n as f64 / queued_in.as_secs_f64()),
+        queued_per_s: Some(accepted.count() as f64 / queued_in.as_secs_f64()),
         delivered_per_s: last.map(|l| unique as f64 / (l - start).as_secs_f64()),
-        lost: n as u64 - unique,
+        lost: accepted.lost(&arrivals),
         duplicates: dup,
-        note: format!("{clients} clients, {per_call} event(s) per call, {} refused", errors.load(Ordering::Relaxed)),
+        refused: (n - accepted.count()) as u64,
+        note: format!("{clients} clients, {per_call} event(s) per call"),
         ..Figures::default()
     };
     w.finish(t, &mut f);
     Ok(f)
 }
+
+/// Most latency-scenario calls awaiting their answer at once.
+const IN_FLIGHT: usize = 20_000;
 
 /// Scenario 2: an open-loop load at a fixed rate; latency from send to arrival.
 async fn latency(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate: u64, seconds: u64) -> Result<Figures> {
@@ -547,8 +580,9 @@ async fn latency(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate: u64, s
     let n = (rate * seconds) as usize;
     let base = Instant::now();
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(u64::MAX)).collect());
-    let errors = Arc::new(AtomicUsize::new(0));
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(20_000));
+    let accepted = Accepted::new(n);
+    let unsent = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let w = watch(t);
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -561,25 +595,28 @@ async fn latency(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate: u64, s
             let seq = issued;
             issued += 1;
             let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-                errors.fetch_add(1, Ordering::Relaxed);
+                unsent.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let (http, sent, errors) = (t.http.clone(), sent.clone(), errors.clone());
+            let (http, sent, accepted) = (t.http.clone(), sent.clone(), accepted.clone());
             let url = format!("{}/v1/api/default/eventing/queue", t.base);
             let (key, body) = (t.key.clone(), event(run, seq, &event_type));
             tokio::spawn(async move {
                 sent[seq].store(base.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 let r = with_json(http.post(url), &key, &body).send().await;
-                if !r.is_ok_and(|r| r.status().is_success()) {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                if r.is_ok_and(|r| r.status().is_success()) {
+                    accepted.mark(seq..seq + 1);
                 }
                 drop(permit);
             });
         }
     }
     let queued_in = start.elapsed();
-    sink.wait_for(run, n, Duration::from_secs(10)).await;
+    // Every call answered: only then is it known which events were accepted.
+    let _all = in_flight.acquire_many(IN_FLIGHT as u32).await?;
+    sink.wait_for(run, accepted.count(), Duration::from_secs(10)).await;
     let (unique, dup, arrivals, last) = sink.tally(run, n);
+    let lost = accepted.lost(&arrivals);
     let latencies_ms = arrivals
         .iter()
         .enumerate()
@@ -594,9 +631,13 @@ async fn latency(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate: u64, s
         queued_per_s: Some(n as f64 / queued_in.as_secs_f64()),
         delivered_per_s: last.map(|l| unique as f64 / (l - start).as_secs_f64()),
         latencies_ms,
-        lost: n as u64 - unique,
+        lost,
         duplicates: dup,
-        note: format!("{seconds} s open loop, {} refused or not sent", errors.load(Ordering::Relaxed)),
+        refused: (n - accepted.count()) as u64,
+        note: format!(
+            "{seconds} s open loop; {} not sent (over 20,000 calls in flight)",
+            unsent.load(Ordering::Relaxed)
+        ),
         ..Figures::default()
     };
     w.finish(t, &mut f);
@@ -610,7 +651,8 @@ async fn synchronous(t: &Target, sink: &Sink, sink_url: &str, run: u64, n: usize
     sink.handling_ns.lock().unwrap().clear();
     let w = watch(t);
     let mut rtt = Vec::with_capacity(n);
-    let mut failed = 0;
+    let mut failed = 0u64;
+    let accepted = Accepted::new(n);
     let start = Instant::now();
     for seq in 0..n {
         let mut body = event(run, seq, &event_type);
@@ -624,6 +666,7 @@ async fn synchronous(t: &Target, sink: &Sink, sink_url: &str, run: u64, n: usize
         };
         if ok {
             rtt.push(t0.elapsed().as_secs_f64() * 1000.0);
+            accepted.mark(seq..seq + 1);
         } else {
             failed += 1;
         }
@@ -634,17 +677,18 @@ async fn synchronous(t: &Target, sink: &Sink, sink_url: &str, run: u64, n: usize
     let mut sorted = rtt.clone();
     sorted.sort_by(f64::total_cmp);
     let overhead = percentile(&sorted, 0.5).zip(percentile(&handling, 0.5)).map(|(a, b)| a - b);
-    let (unique, dup, _, _) = sink.tally(run, n);
+    let (unique, dup, arrivals, _) = sink.tally(run, n);
     let mut f = Figures {
         scenario: "sync-round-trip".into(),
         events: n as u64,
         queued_per_s: Some(n as f64 / elapsed.as_secs_f64()),
         delivered_per_s: Some(unique as f64 / elapsed.as_secs_f64()),
         latencies_ms: rtt,
-        lost: n as u64 - unique,
+        lost: accepted.lost(&arrivals),
         duplicates: dup,
+        refused: failed,
         note: format!(
-            "overhead over the sink's handling, p50: {:.2} ms; {failed} failed",
+            "overhead over the sink's handling, p50: {:.2} ms",
             overhead.unwrap_or(f64::NAN)
         ),
         ..Figures::default()
