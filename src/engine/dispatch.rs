@@ -402,17 +402,12 @@ impl Engine {
             }
             // A writer first: while all are busy, attempts pile up into the next batch.
             let Ok(permit) = writers.clone().acquire_owned().await else { break };
-            let first = match tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
+            // Waits for one attempt, then takes every attempt already waiting.
+            let mut batch = Vec::new();
+            match tokio::time::timeout(Duration::from_millis(100), rx.recv_many(&mut batch, COMPLETION_BATCH)).await {
+                Ok(0) => break,
+                Ok(_) => {}
                 Err(_) => continue,
-            };
-            let mut batch = vec![first];
-            while batch.len() < COMPLETION_BATCH {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
             }
             let engine = self.clone();
             tokio::spawn(async move {

@@ -179,11 +179,9 @@ impl Engine {
             parsed.push(req.event);
         }
         let slots = self.slots_for_queueing(parsed.len());
-        let mut tx = self.pool().begin().await?;
-        let stored = store::enqueue_leasing(&mut tx, project, &parsed, self.own_lease(), Some(slots.len())).await?;
-        tx.commit().await?;
+        let mut stored =
+            store::enqueue_committed(self.pool(), project, &parsed, self.own_lease(), Some(slots.len())).await?;
         count_queued(project, stored.iter().filter(|s| !s.duplicate).count() as u64);
-        let mut stored = stored;
         self.deliver_leased(take_leased(&mut stored), slots);
         Ok(stored
             .into_iter()
@@ -232,11 +230,9 @@ impl Engine {
             event
         };
         let slots = self.slots_for_queueing(1);
-        let mut tx = self.pool().begin().await?;
         let stored =
-            store::enqueue_leasing(&mut tx, project, std::slice::from_ref(&event), self.own_lease(), Some(slots.len()))
+            store::enqueue_committed(self.pool(), project, std::slice::from_ref(&event), self.own_lease(), Some(slots.len()))
                 .await?;
-        tx.commit().await?;
         count_queued(project, 1);
         let mut stored = stored.into_iter().next().ok_or(EngineError::Database(sqlx::Error::RowNotFound))?;
         self.deliver_leased(std::mem::take(&mut stored.leased), slots);
@@ -258,16 +254,11 @@ impl Engine {
         let cancel = self.shutdown_token();
         loop {
             let Ok(permit) = writers.clone().acquire_owned().await else { break };
-            let first = tokio::select! {
-                m = rx.recv() => match m { Some(m) => m, None => break },
+            // Waits for one call, then takes every call already waiting.
+            let mut batch = Vec::new();
+            tokio::select! {
+                n = rx.recv_many(&mut batch, ENQUEUE_BATCH) => if n == 0 { break },
                 _ = cancel.cancelled() => break,
-            };
-            let mut batch = vec![first];
-            while batch.len() < ENQUEUE_BATCH {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
             }
             let engine = self.clone();
             tokio::spawn(async move {
@@ -296,10 +287,9 @@ impl Engine {
         }
         let slots = self.slots_for_queueing(events.len());
         let written: Result<Vec<store::Stored>, sqlx::Error> = async {
-            if projects.first() == projects.last() && events.iter().all(|e| e.idempotency_key.is_none()) {
-                // One project, the usual case: one statement stores and commits them all.
-                let mut conn = self.pool().acquire().await?;
-                return store::enqueue_leasing(&mut conn, &projects[0], &events, self.own_lease(), Some(slots.len()))
+            if projects.first() == projects.last() {
+                // One project, the usual case: one statement stores them all.
+                return store::enqueue_committed(self.pool(), &projects[0], &events, self.own_lease(), Some(slots.len()))
                     .await;
             }
             let mut tx = self.pool().begin().await?;
@@ -340,6 +330,11 @@ impl Engine {
             }
         }
     }
+}
+
+/// The jobs of every event log leased at queueing, taken out of what the callers get.
+fn take_leased(stored: &mut [store::Stored]) -> Vec<store::Job> {
+    stored.iter_mut().flat_map(|s| std::mem::take(&mut s.leased)).collect()
 }
 
 #[cfg(test)]
@@ -407,9 +402,4 @@ mod tests {
             assert!(err.contains(want), "{body}: {err}");
         }
     }
-}
-
-/// The jobs of every event log leased at queueing, taken out of what the callers get.
-fn take_leased(stored: &mut [store::Stored]) -> Vec<store::Job> {
-    stored.iter_mut().flat_map(|s| std::mem::take(&mut s.leased)).collect()
 }

@@ -31,16 +31,7 @@ impl Engine {
     pub(crate) async fn queue_sync(&self, project: &str, event: NewEvent) -> Result<SyncReply, EngineError> {
         let event_type = event.event_type.clone();
         let lease = Lease { node: self.node_id(), margin: self.config().lease_margin };
-        let stored = if event.idempotency_key.is_none() {
-            // No transaction: the one statement that stores the event commits it.
-            let mut conn = self.pool().acquire().await?;
-            store::enqueue(&mut conn, project, std::slice::from_ref(&event), Some(lease)).await?
-        } else {
-            let mut tx = self.pool().begin().await?;
-            let stored = store::enqueue(&mut tx, project, std::slice::from_ref(&event), Some(lease)).await?;
-            tx.commit().await?;
-            stored
-        };
+        let stored = store::enqueue_committed(self.pool(), project, std::slice::from_ref(&event), Some(lease), None).await?;
         super::queue::count_queued(project, 1);
         let mut stored = stored.into_iter().next().ok_or(EngineError::Database(sqlx::Error::RowNotFound))?;
         let event_id = stored.event_id;

@@ -70,6 +70,26 @@ pub async fn enqueue(
     enqueue_leasing(conn, project, events, lease, None).await
 }
 
+/// [`enqueue_leasing`] on its own, committed when it returns: one statement with no
+/// transaction around it when no event has an idempotency key (the statement is
+/// atomic by itself), a transaction when keys take more statements.
+pub async fn enqueue_committed(
+    pool: &PgPool,
+    project: &str,
+    events: &[NewEvent],
+    lease: Option<Lease>,
+    limit: Option<usize>,
+) -> Result<Vec<Stored>, sqlx::Error> {
+    if events.iter().all(|e| e.idempotency_key.is_none()) {
+        let mut conn = pool.acquire().await?;
+        return enqueue_leasing(&mut conn, project, events, lease, limit).await;
+    }
+    let mut tx = pool.begin().await?;
+    let stored = enqueue_leasing(&mut tx, project, events, lease, limit).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
 /// [`enqueue`], leasing at most `limit` of the new event logs that are due now to
 /// `lease.node` (all of them when `limit` is `None`): that node delivers them at
 /// once, with no claim. The others wait for any dispatcher as usual.
