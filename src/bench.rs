@@ -709,7 +709,7 @@ async fn backlog(t: &Target, sink: &Sink, sink_url: &str, run: u64, n: u64) -> R
     let mut tx = db.begin().await?;
     sqlx::query(
         "INSERT INTO events (id, project, type, data, deliver_at)
-         SELECT gen_random_uuid(), 'default', $1, jsonb_build_object('run', $2::bigint, 'seq', g), now() + interval '1 day'
+         SELECT herald_uuid_v7(), 'default', $1, jsonb_build_object('run', $2::bigint, 'seq', g), now() + interval '1 day'
          FROM generate_series(0, $3::bigint - 1) g",
     )
     .bind(&event_type)
@@ -719,7 +719,7 @@ async fn backlog(t: &Target, sink: &Sink, sink_url: &str, run: u64, n: u64) -> R
     .await?;
     sqlx::query(
         "INSERT INTO event_logs (id, event_id, project, trigger_name, status, next_attempt_at)
-         SELECT gen_random_uuid(), id, 'default', $2, 'scheduled', deliver_at FROM events WHERE type = $1",
+         SELECT herald_uuid_v7(), id, 'default', $2, 'scheduled', deliver_at FROM events WHERE type = $1",
     )
     .bind(&event_type)
     .bind(&trigger)
@@ -730,7 +730,8 @@ async fn backlog(t: &Target, sink: &Sink, sink_url: &str, run: u64, n: u64) -> R
     let loaded_in = load.elapsed();
     let w = watch(t);
     let mut tx = db.begin().await?;
-    sqlx::query("UPDATE event_logs SET status = 'pending', next_attempt_at = now() WHERE trigger_name = $1")
+    sqlx::query("UPDATE event_logs SET status = 'pending', next_attempt_at = now()
+                 WHERE status = 'scheduled' AND trigger_name = $1")
         .bind(&trigger)
         .execute(&mut *tx)
         .await?;

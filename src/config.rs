@@ -155,7 +155,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub max_file_bytes: u64,
 
-    /// Database connection pool size.
+    /// Connections in each of Herald's two database pools: one for the hot path's
+    /// writes (storing events, recording attempts), one for everything else.
     #[arg(long, env = "HERALD_DB_POOL_SIZE", value_name = "HERALD_DB_POOL_SIZE", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(2..=1_000), global = true)]
     pub db_pool_size: u32,

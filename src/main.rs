@@ -63,10 +63,11 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn with_database(config: &Config, options: PgConnectOptions, command: Option<Command>) -> Result<()> {
-    let pool = store::connect(options, config.db_pool_size).await.context("cannot connect to the database")?;
+    let pool = store::connect(options.clone(), config.db_pool_size).await.context("cannot connect to the database")?;
     store::MIGRATOR.run(&pool).await.context("database migration failed")?;
+    let writer = store::connect_writer(options, config.db_pool_size).await.context("cannot connect to the database")?;
     let node_id = server::node_id(&config.data_dir)?;
-    let engine = Engine::new(pool.clone(), node_id, server::engine_config(config));
+    let engine = Engine::new(pool.clone(), node_id, server::engine_config(config)).with_writer(writer);
     let result = match command.unwrap_or(Command::Serve) {
         Command::Migrate => {
             println!("migrations applied");

@@ -387,7 +387,7 @@ impl Engine {
                 watchers.iter().filter(|w| w.1 == event_type && w.2 == c.tbl).map(|w| &w.0).collect();
             for project in projects {
                 by_project.entry(project.clone()).or_default().push(NewEvent {
-                    id: Uuid::new_v4(),
+                    id: Uuid::now_v7(),
                     event_type: event_type.clone(),
                     data: c.data(alias),
                     deliver_at: now,

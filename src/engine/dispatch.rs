@@ -324,7 +324,7 @@ impl Engine {
             // A synchronous caller is waiting on this very attempt: record it at once
             // rather than through the completer's queue.
             let recorded = if hold {
-                store::complete(self.pool(), self.node_id(), &done).await.map_err(|e| e.to_string())
+                store::complete(self.writer(), self.node_id(), &done).await.map_err(|e| e.to_string())
             } else {
                 self.complete(done).await
             };
@@ -379,7 +379,7 @@ impl Engine {
         } else {
             c
         };
-        store::complete(self.pool(), self.node_id(), &c).await.map_err(|e| e.to_string())
+        store::complete(self.writer(), self.node_id(), &c).await.map_err(|e| e.to_string())
     }
 
     /// The completer: group commit for delivery results. Under load many attempts
@@ -421,7 +421,7 @@ impl Engine {
         // Whatever arrived meanwhile is recorded one by one.
         rx.close();
         while let Ok((c, reply)) = rx.try_recv() {
-            let _ = reply.send(store::complete(self.pool(), self.node_id(), &c).await.map_err(|e| e.to_string()));
+            let _ = reply.send(store::complete(self.writer(), self.node_id(), &c).await.map_err(|e| e.to_string()));
         }
     }
 }
@@ -430,7 +430,7 @@ impl Engine {
     /// Records one batch of attempts and tells each delivery whether it still held its lease.
     async fn write_completions(&self, batch: Vec<PendingCompletion>) {
         let items: Vec<Completion> = batch.iter().map(|(c, _)| c.clone()).collect();
-        match store::complete_batch(self.pool(), self.node_id(), &items).await {
+        match store::complete_batch(self.writer(), self.node_id(), &items).await {
             Ok(held) => {
                 for ((_, reply), held) in batch.into_iter().zip(held) {
                     let _ = reply.send(Ok(held));

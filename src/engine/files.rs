@@ -463,7 +463,7 @@ impl Engine {
 
 fn file_event(event_type: &str, path: &str, kind: &str, meta: &Value) -> NewEvent {
     NewEvent {
-        id: Uuid::new_v4(),
+        id: Uuid::now_v7(),
         event_type: event_type.to_string(),
         data: json!({"path": path, "meta": meta, "type": kind}),
         deliver_at: Utc::now().trunc_subsecs(6),

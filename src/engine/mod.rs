@@ -129,6 +129,8 @@ pub struct Engine(Arc<Inner>);
 
 struct Inner {
     pool: PgPool,
+    /// Connections for the hot path's writes; the main pool unless set.
+    writer: PgPool,
     /// Every database alias, `default` included, with a pool for it.
     databases: dbevents::Databases,
     node_id: Uuid,
@@ -171,6 +173,7 @@ impl Engine {
             completion_rx: std::sync::Mutex::new(Some(completion_rx)),
             completer_running: std::sync::atomic::AtomicBool::new(false),
             databases,
+            writer: pool.clone(),
             pool,
             node_id,
             slots: Arc::new(Semaphore::new(config.concurrency)),
@@ -182,8 +185,20 @@ impl Engine {
         }))
     }
 
+    /// Uses `writer` for the hot path's writes (see [`crate::store::connect_writer`]);
+    /// without it they go through the main pool. Call before the engine is shared.
+    pub fn with_writer(mut self, writer: PgPool) -> Self {
+        Arc::get_mut(&mut self.0).expect("with_writer is called before the engine is shared").writer = writer;
+        self
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.0.pool
+    }
+
+    /// The pool that stores events and records attempts.
+    pub(crate) fn writer(&self) -> &PgPool {
+        &self.0.writer
     }
 
     pub fn databases(&self) -> &dbevents::Databases {

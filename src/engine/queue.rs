@@ -132,7 +132,7 @@ pub fn parse_event(body: &Value, now: DateTime<Utc>) -> Result<QueueRequest, Eng
         Some(_) => return Err(invalid("`idempotencyKey` must be a string")),
     };
     Ok(QueueRequest {
-        event: NewEvent { id: Uuid::new_v4(), event_type, data, deliver_at, synchronous, idempotency_key },
+        event: NewEvent { id: Uuid::now_v7(), event_type, data, deliver_at, synchronous, idempotency_key },
         scheduled: deliver_at > now,
     })
 }
@@ -180,7 +180,7 @@ impl Engine {
         }
         let slots = self.slots_for_queueing(parsed.len());
         let mut stored =
-            store::enqueue_committed(self.pool(), project, &parsed, self.own_lease(), Some(slots.len())).await?;
+            store::enqueue_committed(self.writer(), project, &parsed, self.own_lease(), Some(slots.len())).await?;
         count_queued(project, stored.iter().filter(|s| !s.duplicate).count() as u64);
         self.deliver_leased(take_leased(&mut stored), slots);
         Ok(stored
@@ -231,7 +231,7 @@ impl Engine {
         };
         let slots = self.slots_for_queueing(1);
         let stored =
-            store::enqueue_committed(self.pool(), project, std::slice::from_ref(&event), self.own_lease(), Some(slots.len()))
+            store::enqueue_committed(self.writer(), project, std::slice::from_ref(&event), self.own_lease(), Some(slots.len()))
                 .await?;
         count_queued(project, 1);
         let mut stored = stored.into_iter().next().ok_or(EngineError::Database(sqlx::Error::RowNotFound))?;
@@ -289,10 +289,10 @@ impl Engine {
         let written: Result<Vec<store::Stored>, sqlx::Error> = async {
             if projects.first() == projects.last() {
                 // One project, the usual case: one statement stores them all.
-                return store::enqueue_committed(self.pool(), &projects[0], &events, self.own_lease(), Some(slots.len()))
+                return store::enqueue_committed(self.writer(), &projects[0], &events, self.own_lease(), Some(slots.len()))
                     .await;
             }
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.writer().begin().await?;
             let mut stored: Vec<store::Stored> = Vec::with_capacity(events.len());
             let mut start = 0;
             while start < events.len() {

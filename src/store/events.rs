@@ -137,7 +137,7 @@ pub async fn enqueue_leasing(
                  AND {SOURCE_MATCH}
          ), logs AS (
              INSERT INTO event_logs (id, event_id, project, trigger_name, status, next_attempt_at, lease_until, leased_by)
-             SELECT gen_random_uuid(), m.id, $1, m.name,
+             SELECT herald_uuid_v7(), m.id, $1, m.name,
                     CASE WHEN m.leased THEN 'processing'
                          WHEN m.deliver_at > now() THEN 'scheduled'
                          ELSE 'pending' END,
@@ -494,7 +494,7 @@ pub async fn complete_batch(pool: &PgPool, node: Uuid, items: &[Completion]) -> 
         "WITH inv AS (
              INSERT INTO invocation_logs (id, event_log_id, attempt, started_at, duration_ms, status_code,
                  request_headers, request_body, response_headers, response_body, error)
-             SELECT gen_random_uuid(), * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::int[],
+             SELECT herald_uuid_v7(), * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::int[],
                  $6::jsonb[], $7::text[], $8::jsonb[], $9::text[], $10::text[])
          ), done AS (
              UPDATE event_logs SET status = 'processed', attempts = attempts + 1, last_error = NULL,
