@@ -96,8 +96,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(100..=600_000), global = true)]
     pub sync_timeout_ms: u64,
 
-    /// Most deliveries in flight at once on this node.
-    #[arg(long, env = "HERALD_CONCURRENCY", value_name = "HERALD_CONCURRENCY", default_value_t = 128,
+    /// Most deliveries in flight at once on this node. An attempt holds its slot
+    /// until its outcome is recorded, and events queued here are delivered at once
+    /// while slots are free, so a larger number also means fewer claims.
+    #[arg(long, env = "HERALD_CONCURRENCY", value_name = "HERALD_CONCURRENCY", default_value_t = 512,
           value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
     pub concurrency: u32,
 

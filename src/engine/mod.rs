@@ -107,8 +107,8 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            concurrency: 128,
-            claim_batch: 128,
+            concurrency: 512,
+            claim_batch: 500,
             poll_interval: Duration::from_secs(2),
             lease_margin: Duration::from_secs(30),
             sync_timeout: Duration::from_secs(30),
