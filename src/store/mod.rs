@@ -32,8 +32,14 @@ pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<
 /// (a generic plan) instead of for every call: PostgreSQL's default re-planned
 /// them each time, which cost about a seventh of its CPU under load. The other
 /// statements keep the default: a claim's plan, for one, depends on its limit.
+///
+/// A generic plan lives as long as the connection or until the next ANALYZE: one
+/// made while a table was nearly empty would scan the whole table on every call as
+/// it grows. Every row these statements read is found by an index, so sequential
+/// scans are ruled out on these connections.
 pub async fn connect_writer(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, DbError> {
-    connect(options.options([("plan_cache_mode", "force_generic_plan")]), max_connections).await
+    let options = options.options([("plan_cache_mode", "force_generic_plan"), ("enable_seqscan", "off")]);
+    connect(options, max_connections).await
 }
 
 /// True when `e` is a unique-constraint violation.
