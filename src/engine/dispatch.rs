@@ -360,7 +360,7 @@ pub(crate) type PendingCompletion = (Completion, tokio::sync::oneshot::Sender<Re
 const COMPLETION_BATCH: usize = 256;
 /// Completion transactions in flight at once: while one waits for its commit,
 /// the next batch is already being written.
-const COMPLETION_WRITERS: usize = 3;
+const COMPLETION_WRITERS: usize = 2;
 
 impl Engine {
     /// Records an attempt: through the completer, which writes every attempt that

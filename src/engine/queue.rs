@@ -193,7 +193,7 @@ impl Engine {
 /// Most events the enqueuer stores in one transaction.
 const ENQUEUE_BATCH: usize = 1000;
 /// Enqueuer transactions in flight at once.
-const ENQUEUE_WRITERS: usize = 4;
+const ENQUEUE_WRITERS: usize = 2;
 /// Queue calls that may wait for the enqueuer. Past it a call gets 503 at once:
 /// under more load than the database absorbs, callers hear so promptly and memory
 /// stays bounded, instead of every call slowing down.
