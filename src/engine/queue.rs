@@ -192,8 +192,10 @@ impl Engine {
 
 /// Most events the enqueuer stores in one transaction.
 const ENQUEUE_BATCH: usize = 1000;
-/// Enqueuer transactions in flight at once.
-const ENQUEUE_WRITERS: usize = 2;
+/// Enqueuer transactions in flight at once. One: on a small machine the calls that
+/// arrive while it is written make the next, larger batch, and larger batches cost
+/// less CPU per event (measured: single calls 6.6-6.9k/s with two, 7.3-7.5k/s with one).
+const ENQUEUE_WRITERS: usize = 1;
 /// Queue calls that may wait for the enqueuer. Past it a call gets 503 at once:
 /// under more load than the database absorbs, callers hear so promptly and memory
 /// stays bounded, instead of every call slowing down.
