@@ -635,7 +635,7 @@ async fn latency(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate: u64, s
         duplicates: dup,
         refused: (n - accepted.count()) as u64,
         note: format!(
-            "{seconds} s open loop; {} not sent (over 20,000 calls in flight)",
+            "{seconds} s open loop; {} not sent (over {IN_FLIGHT} calls in flight)",
             unsent.load(Ordering::Relaxed)
         ),
         ..Figures::default()

@@ -242,7 +242,7 @@ impl Engine {
     }
 
     /// The lease of event logs this node delivers as it stores them.
-    fn own_lease(&self) -> Option<store::Lease> {
+    pub(crate) fn own_lease(&self) -> Option<store::Lease> {
         Some(store::Lease { node: self.node_id(), margin: self.config().lease_margin })
     }
 

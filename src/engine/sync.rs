@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::{Engine, EngineError};
 use crate::model::Status;
-use crate::store::events::{self as store, Lease, NewEvent};
+use crate::store::events::{self as store, NewEvent};
 
 /// How a synchronous call ended; the API maps each to its status code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,8 +30,7 @@ pub struct SyncReply {
 impl Engine {
     pub(crate) async fn queue_sync(&self, project: &str, event: NewEvent) -> Result<SyncReply, EngineError> {
         let event_type = event.event_type.clone();
-        let lease = Lease { node: self.node_id(), margin: self.config().lease_margin };
-        let stored = store::enqueue_committed(self.writer(), project, std::slice::from_ref(&event), Some(lease), None).await?;
+        let stored = store::enqueue_committed(self.writer(), project, std::slice::from_ref(&event), self.own_lease(), None).await?;
         super::queue::count_queued(project, 1);
         let mut stored = stored.into_iter().next().ok_or(EngineError::Database(sqlx::Error::RowNotFound))?;
         let event_id = stored.event_id;
