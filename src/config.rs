@@ -146,6 +146,13 @@ pub struct Config {
           action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), global = true)]
     pub secure_cookies: bool,
 
+    /// A bearer token that `/metrics` requires (`Authorization: Bearer <token>`).
+    /// Unset: `/metrics` is open, as Prometheus expects by default; it names every
+    /// project and trigger, so set this when the port is reachable by others.
+    #[arg(long, env = "HERALD_METRICS_TOKEN", value_name = "HERALD_METRICS_TOKEN", hide_env_values = true,
+          global = true)]
+    pub metrics_token: Option<String>,
+
     /// More PostgreSQL databases whose tables database triggers may watch, as
     /// comma-separated alias=URL pairs (e.g. shop=postgres://app@db/shop). The alias
     /// `default` is Herald's own database.
@@ -208,6 +215,9 @@ impl Config {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err("DATABASE_URL must start with postgres:// or postgresql://".into());
             }
+        }
+        if self.metrics_token.as_deref().is_some_and(|t| t.trim().len() < 16) {
+            return Err("HERALD_METRICS_TOKEN must be at least 16 characters long".into());
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err("HERALD_DATA_DIR must not be empty".into());

@@ -52,6 +52,9 @@ impl EmbeddedPostgres {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
             pg.give_to_postgres(dir)?;
         }
+        if pg.as_postgres_user {
+            pg.grant_passage(&data_dir).await?;
+        }
         if !pg.pgdata.join("PG_VERSION").exists() {
             tracing::info!(path = %pg.pgdata.display(), "initialising the embedded PostgreSQL cluster");
             pg.run("initdb", &[
@@ -179,12 +182,57 @@ impl EmbeddedPostgres {
             .with_context(|| format!("{program} did not finish in 180 s"))?
             .with_context(|| format!("cannot run {program}"))?;
         if !out.status.success() {
+            // The program's own text on lines of its own, after Herald's.
             bail!(
-                "{program} exited with {}: {}{}",
+                "{program} exited with {}:\n{}\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stdout).trim(),
                 String::from_utf8_lossy(&out.stderr).trim()
             );
+        }
+        Ok(())
+    }
+
+    /// Whether the postgres user may enter `dir` (search permission, ACLs and
+    /// groups included), asked of the system as that user.
+    async fn postgres_may_enter(dir: &Path) -> bool {
+        Command::new("runuser")
+            .args(["-u", SUPERUSER, "--", "test", "-x"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success())
+    }
+
+    /// PostgreSQL runs as the postgres user, which must pass through every folder
+    /// above the cluster. A folder only root may enter (root's home, a `mktemp -d`
+    /// folder) gets an ACL entry that lets the postgres user pass through it, and
+    /// nothing more: not list it, not read or write what is in it (SPEC §8).
+    async fn grant_passage(&self, data_dir: &Path) -> Result<()> {
+        let uid = nix::unistd::User::from_name(SUPERUSER)?.context("no postgres user")?.uid.as_raw();
+        for dir in data_dir.ancestors().collect::<Vec<_>>().into_iter().rev() {
+            if Self::postgres_may_enter(dir).await {
+                continue;
+            }
+            allow_user_to_search(dir, uid).with_context(|| {
+                format!(
+                    "PostgreSQL runs as the postgres user, which cannot enter {}, and Herald could not let it \
+                     pass (an ACL entry). Put HERALD_DATA_DIR in a folder the postgres user can reach, or run \
+                     Herald as another user than root",
+                    dir.display()
+                )
+            })?;
+            tracing::info!(folder = %dir.display(), "let the postgres user pass through this folder (ACL entry u:postgres:--x) to reach the embedded cluster");
+            if !Self::postgres_may_enter(dir).await {
+                bail!(
+                    "PostgreSQL runs as the postgres user, which still cannot enter {} after Herald added an ACL \
+                     entry for it. Put HERALD_DATA_DIR in a folder the postgres user can reach",
+                    dir.display()
+                );
+            }
         }
         Ok(())
     }
@@ -225,4 +273,64 @@ fn find_bin_dir() -> Result<Option<PathBuf>> {
 
 fn path_str(p: &Path) -> Result<&str> {
     p.to_str().with_context(|| format!("path is not UTF-8: {}", p.display()))
+}
+
+/// Adds (or widens) the POSIX ACL entry `user:<uid>:--x` of a folder, as
+/// `setfacl -m u:<uid>:x` would, without needing the acl tools: the ACL is the
+/// `system.posix_acl_access` attribute, a version word and 8-byte entries
+/// (tag, permissions, id) in tag order.
+fn allow_user_to_search(dir: &Path, uid: u32) -> Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    const NAME: &[u8] = b"system.posix_acl_access\0";
+    const VERSION: u32 = 2;
+    const USER_OBJ: u16 = 0x01;
+    const USER: u16 = 0x02;
+    const GROUP_OBJ: u16 = 0x04;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    const SEARCH: u16 = 1;
+    let path = CString::new(dir.as_os_str().as_bytes())?;
+    let name = NAME.as_ptr() as *const libc::c_char;
+
+    let mut entries: Vec<(u16, u16, u32)> = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: path and name are NUL-terminated; buf is writable for its length.
+    let n = unsafe { libc::getxattr(path.as_ptr(), name, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+    if n > 4 {
+        for e in buf[4..n as usize].chunks_exact(8) {
+            let tag = u16::from_le_bytes([e[0], e[1]]);
+            let perm = u16::from_le_bytes([e[2], e[3]]);
+            let id = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+            entries.push((tag, perm, id));
+        }
+    } else {
+        // No ACL yet: the one the mode bits stand for.
+        let mode = std::fs::metadata(dir)?.mode() as u16;
+        entries = vec![(USER_OBJ, (mode >> 6) & 7, u32::MAX), (GROUP_OBJ, (mode >> 3) & 7, u32::MAX), (OTHER, mode & 7, u32::MAX)];
+    }
+    match entries.iter_mut().find(|e| e.0 == USER && e.2 == uid) {
+        Some(e) => e.1 |= SEARCH,
+        None => entries.push((USER, SEARCH, uid)),
+    }
+    // Named entries need a mask; it must let their permissions through.
+    let group = entries.iter().find(|e| e.0 == GROUP_OBJ).map(|e| e.1).unwrap_or(0);
+    match entries.iter_mut().find(|e| e.0 == MASK) {
+        Some(m) => m.1 |= SEARCH,
+        None => entries.push((MASK, group | SEARCH, u32::MAX)),
+    }
+    entries.sort_by_key(|e| (e.0, e.2));
+    let mut acl = VERSION.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    // SAFETY: as above; acl is readable for its length.
+    let r = unsafe { libc::setxattr(path.as_ptr(), name, acl.as_ptr() as *const libc::c_void, acl.len(), 0) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
 }

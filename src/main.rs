@@ -70,7 +70,8 @@ async fn with_database(config: &Config, options: PgConnectOptions, command: Opti
     let engine = Engine::new(pool.clone(), node_id, server::engine_config(config)).with_writer(writer);
     let result = match command.unwrap_or(Command::Serve) {
         Command::Migrate => {
-            println!("migrations applied");
+            engine.bootstrap_project().await?;
+            println!("migrations applied; the project 'default' exists");
             Ok(())
         }
         Command::ApiKey(ApiKeyCommand::Create { project, role, name }) => {
@@ -142,6 +143,7 @@ async fn serve(config: &Config, engine: Engine) -> Result<()> {
         leptos_options: server::leptos_options(config.addr),
         max_body_bytes: config.max_body_bytes as usize,
         secure_cookies: config.secure_cookies,
+        metrics_token: config.metrics_token.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await

@@ -40,7 +40,7 @@ fn describe() {
     describe_counter!(DELIVERIES, "Delivery attempts by project, trigger and outcome (processed, retry, failed).");
     describe_histogram!(ATTEMPT_SECONDS, Unit::Seconds, "Duration of one HTTP attempt.");
     describe_histogram!(LAG_SECONDS, Unit::Seconds, "From when an event log was due to its successful delivery.");
-    describe_gauge!(DUE_UNCLAIMED, "Event logs that are due and not yet claimed by any node.");
+    describe_gauge!(DUE_UNCLAIMED, "Event logs that are due and not yet claimed by any node (counted up to 100,000).");
     describe_gauge!(IN_FLIGHT, "Deliveries running on this node.");
     describe_gauge!(DB_POOL, "Database connections of this node, by state (active, idle, max).");
 }

@@ -91,9 +91,14 @@ pub async fn router(state: AppState, request_timeout: Duration) -> Result<Router
         .layer(RequestBodyLimitLayer::new(state.max_body_bytes))
         .layer(axum::middleware::from_fn(same_origin_only));
     let x_request_id = HeaderName::from_static("x-request-id");
-    Ok(Router::new()
+    // Every route but the file store's has a total time limit; an upload over a
+    // slow link may take longer, and is cut off only when idle (SPEC §8).
+    let timed = Router::new()
         .merge(api::routes(state.max_body_bytes))
         .merge(ui)
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout));
+    Ok(timed
+        .merge(api::file_routes())
         .with_state(state)
         .layer(
             ServiceBuilder::new()
@@ -104,7 +109,6 @@ pub async fn router(state: AppState, request_timeout: Duration) -> Result<Router
                     tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
                 }))
                 .layer(PropagateRequestIdLayer::new(x_request_id))
-                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
                 .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
                 .layer(SetResponseHeaderLayer::if_not_present(
                     header::X_CONTENT_TYPE_OPTIONS,

@@ -150,3 +150,19 @@ async fn the_bench_reports_every_scenario_and_loses_nothing(pool: PgPool) {
     // The readable table follows the JSON lines.
     assert!(stdout.contains("delivered/s") && stdout.contains("backlog-drain-1000"), "{stdout}");
 }
+
+/// Issue 14, item 7: a deployment script runs `migrate`, then makes a key, before
+/// the server has ever started.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn migrate_then_api_key_create_works_before_the_first_start(pool: PgPool) {
+    let (ok, out, err) = herald(&pool, &["migrate"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("migrations applied"), "{out}");
+    let (ok, out, err) = herald(&pool, &["api-key", "create", "--project", "default", "--role", "admin"]).await;
+    assert!(ok, "migrate then api-key create: {err}");
+    let key = out.lines().last().unwrap().to_string();
+    let engine = Engine::new(pool.clone(), Uuid::new_v4(), Default::default());
+    assert_eq!(engine.authenticate("default", Some(&key)).await.unwrap(), Role::Admin);
+    // The first start then makes no second key: the project already has one.
+    assert_eq!(engine.bootstrap().await.unwrap(), None);
+}

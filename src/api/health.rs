@@ -35,8 +35,28 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 /// Prometheus text format. Database gauges are read now, so they are never stale.
-async fn metrics(State(state): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+/// With HERALD_METRICS_TOKEN set, only a scrape that presents it as a bearer token.
+async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], String), super::ApiError> {
     use crate::metrics::{DB_POOL, DUE_UNCLAIMED, IN_FLIGHT};
+    if let Some(expected) = state.metrics_token.as_deref() {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        // Compared by their SHA-256, so the time taken tells nothing about the token.
+        use sha2::{Digest, Sha256};
+        let same = given.is_some_and(|g| Sha256::digest(g.as_bytes()) == Sha256::digest(expected.trim().as_bytes()));
+        if !same {
+            return Err(super::ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "/metrics needs `Authorization: Bearer <HERALD_METRICS_TOKEN>`",
+            ));
+        }
+    }
     let engine = &state.engine;
     let count = crate::store::events::count_due_unclaimed(engine.pool());
     if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), count).await {
@@ -48,8 +68,8 @@ async fn metrics(State(state): State<AppState>) -> ([(axum::http::HeaderName, &'
     metrics::gauge!(DB_POOL, "state" => "idle").set(idle);
     metrics::gauge!(DB_POOL, "state" => "active").set(pool.size() as f64 - idle);
     metrics::gauge!(DB_POOL, "state" => "max").set(pool.options().get_max_connections() as f64);
-    (
+    Ok((
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::handle().render(),
-    )
+    ))
 }

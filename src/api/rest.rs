@@ -22,6 +22,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Mark session cookies Secure (Herald is served over https).
     pub secure_cookies: bool,
+    /// The bearer token `/metrics` requires, if any (HERALD_METRICS_TOKEN).
+    pub metrics_token: Option<String>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -30,7 +32,7 @@ impl FromRef<AppState> for LeptosOptions {
     }
 }
 
-/// The API routes; Leptos adds the UI's.
+/// The API routes but the file store's; Leptos adds the UI's.
 pub fn routes(max_body_bytes: usize) -> Router<AppState> {
     Router::new()
         .merge(health::routes())
@@ -38,10 +40,15 @@ pub fn routes(max_body_bytes: usize) -> Router<AppState> {
         .merge(triggers::routes())
         .merge(logs::routes())
         .merge(openapi::routes())
-        .merge(files::routes())
         // The handlers read the body themselves, up to this limit, so that an
         // oversize body gets a JSON 413 like every other error.
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+}
+
+/// The file store's routes. They stream bodies of any length, so they are not
+/// under the total request timeout; an upload has an idle timeout instead.
+pub fn file_routes() -> Router<AppState> {
+    files::routes()
 }
 
 /// An error reply: `{"error": "<message>"}` with a status.
@@ -90,7 +97,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::UnknownProject(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
-            AuthError::Missing | AuthError::Invalid => ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()),
+            AuthError::Missing | AuthError::Invalid | AuthError::ReceiverToken => ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()),
             AuthError::Engine(e) => e.into(),
         }
     }

@@ -367,10 +367,7 @@ pub async fn change_password(current: String, new: String, repeat: String) -> Re
 
 #[cfg(feature = "ssr")]
 mod server {
-    use std::collections::HashMap;
     use std::net::SocketAddr;
-    use std::sync::Mutex;
-    use std::time::Duration;
 
     use axum::http;
     use leptos::prelude::*;
@@ -385,10 +382,9 @@ mod server {
     pub const USER_KEY: &str = "user";
     const PASSWORD_VERSION_KEY: &str = "password_version";
 
-    /// Failed sign-ins per source address: each one doubles the wait before a
-    /// wrong-password answer (0.5 s, 1 s, ... up to 8 s), so guessing is slow.
-    #[derive(Default)]
-    pub struct LoginThrottle(Mutex<HashMap<String, u32>>);
+    /// Sign-in attempts per source address and per user name (see
+    /// [`crate::engine::signin`]).
+    pub type LoginThrottle = crate::engine::signin::SignInThrottle;
 
     /// Gives a failed server function the HTTP status its error deserves (the
     /// default would be 500 for all).
@@ -481,20 +477,21 @@ mod server {
             .await
             .map(|c| c.0.ip().to_string())
             .unwrap_or_else(|_| "unknown".into());
+        // The wait after failures comes before the check, per address and per
+        // user name: guesses sent in parallel are refused, not checked.
+        if let Err(wait) = throttle.begin(&source, &user, std::time::Instant::now()) {
+            return Err(AppError::Invalid {
+                field: None,
+                message: format!(
+                    "too many failed sign-ins for this user name or address; try again in {} s",
+                    wait.as_secs_f64().ceil().max(1.0)
+                ),
+            });
+        }
         if !engine.check_admin_password(&user, &password).await.map_err(engine_error)? {
-            // Each failure from an address makes its next failure wait longer;
-            // a right password is never slowed down.
-            let failures = {
-                let mut map = throttle.0.lock().unwrap();
-                let n = map.entry(source).or_insert(0);
-                *n += 1;
-                *n
-            };
-            let wait = Duration::from_millis(250u64 << failures.min(5)).min(Duration::from_secs(8));
-            tokio::time::sleep(wait).await;
             return Err(AppError::Invalid { field: None, message: "wrong user name or password".into() });
         }
-        throttle.0.lock().unwrap().remove(&source);
+        throttle.succeeded(&source, &user);
         let session = session().await?;
         // A new session id on sign-in: a planted cookie cannot ride the new session.
         session.cycle_id().await.map_err(internal)?;

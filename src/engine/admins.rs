@@ -43,11 +43,24 @@ fn hash_password(password: &str) -> Result<String, EngineError> {
         .map_err(|e| EngineError::Invalid(format!("cannot hash the password: {e}")))
 }
 
+/// Runs argon2 (tens of milliseconds of CPU by design) on a blocking thread, so
+/// that sign-ins never stall the threads that queue and deliver events (SPEC §8).
+async fn off_the_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| EngineError::Invalid(format!("password hashing failed: {e}")))
+}
+
+async fn hash_password_off_the_runtime(password: &str) -> Result<String, EngineError> {
+    let password = password.to_string();
+    off_the_runtime(move || hash_password(&password)).await?
+}
+
 impl Engine {
     /// Sets (or creates the account with) a password.
     pub async fn set_admin_password(&self, user: &str, password: &str) -> Result<(), EngineError> {
         validate_username(user)?;
-        let hash = hash_password(password)?;
+        let hash = hash_password_off_the_runtime(password).await?;
         Ok(store::admins::upsert(self.pool(), user, &hash).await?)
     }
 
@@ -63,7 +76,8 @@ impl Engine {
             None => Some(rand::thread_rng().sample_iter(&Alphanumeric).take(20).map(char::from).collect()),
         };
         let password = password.or(generated.as_deref()).unwrap_or_default();
-        let created = store::admins::insert_first(self.pool(), user, &hash_password(password)?).await?;
+        let hash = hash_password_off_the_runtime(password).await?;
+        let created = store::admins::insert_first(self.pool(), user, &hash).await?;
         Ok(if created { generated } else { None })
     }
 
@@ -75,7 +89,7 @@ impl Engine {
         if current == new {
             return Err(EngineError::Invalid("`new`: the new password is the same as the current one".into()));
         }
-        let hash = hash_password(new).map_err(|e| EngineError::Invalid(format!("`new`: {e}")))?;
+        let hash = hash_password_off_the_runtime(new).await.map_err(|e| EngineError::Invalid(format!("`new`: {e}")))?;
         Ok(store::admins::upsert(self.pool(), user, &hash).await?)
     }
 
@@ -92,9 +106,13 @@ impl Engine {
         let stored = store::admins::password_hash(self.pool(), user).await?;
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| DECOY.to_string());
-        let ok = PasswordHash::new(&hash)
-            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-            .unwrap_or(false);
+        let password = password.to_string();
+        let ok = off_the_runtime(move || {
+            PasswordHash::new(&hash)
+                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                .unwrap_or(false)
+        })
+        .await?;
         Ok(known && ok)
     }
 }

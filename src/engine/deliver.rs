@@ -20,15 +20,23 @@ use crate::store::events::{Job, NewInvocation};
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Lifetime of the X-SC-Token JWT.
 const TOKEN_TTL_SECS: i64 = 30 * 60;
-/// Headers Herald sets itself; a trigger's own headers cannot replace them.
-const RESERVED: [&str; 5] = ["content-type", "x-sc-token", "webhook-id", "webhook-timestamp", "webhook-signature"];
+/// Headers a trigger's own headers cannot set: those Herald sets itself, and those
+/// that frame the request or the connection (a `Host` or `Content-Length` of the
+/// trigger's choosing would smuggle a request to another virtual host or past a proxy).
+pub const RESERVED: [&str; 15] = [
+    "content-type", "x-sc-token", "webhook-id", "webhook-timestamp", "webhook-signature",
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer",
+    "proxy-connection", "expect",
+];
 
 /// The shared HTTP client: keep-alive pools, no redirects (a redirect is a failed
 /// attempt, never a silent POST to somewhere else).
 pub fn http_client(pool_size: usize, guard: Option<NetworkGuard>) -> reqwest::Client {
     let mut builder = reqwest::Client::builder();
     if let Some(guard) = guard {
-        builder = builder.dns_resolver(Arc::new(GuardedResolver(Arc::new(guard))));
+        // A proxy (HTTP_PROXY and friends, which reqwest honours by default) would
+        // resolve and connect on Herald's behalf, past the guard.
+        builder = builder.dns_resolver(Arc::new(GuardedResolver(Arc::new(guard)))).no_proxy();
     }
     builder
         .user_agent(concat!("Herald/", env!("CARGO_PKG_VERSION")))
@@ -159,7 +167,7 @@ pub async fn attempt(
             (Verdict::Retryable { retry_after: None }, None)
         }
         Ok(Err(SendError::Url(e))) => {
-            inv.error = Some(format!("cannot request {url}: {e}"));
+            inv.error = Some(format!("cannot request {}: {e}", redact_url(&url)));
             (Verdict::Fatal, None)
         }
         Ok(Err(SendError::Http(e))) => {
@@ -251,14 +259,14 @@ async fn send(
             return Err(SendError::Url(Blocked { host: ip.to_string(), addrs: ip.to_string() }.to_string()));
         }
     }
-    let mut resp = http.post(url).headers(headers).body(body).send().await.map_err(SendError::Http)?;
+    let mut resp = http.post(url).headers(headers).body(body).send().await.map_err(|e| SendError::Http(e.without_url()))?;
     let status = resp.status();
     let headers = resp.headers().clone();
     let mut body = Vec::new();
     let mut truncated = false;
     // Read at most 64 KiB; a receiver that sends more is cut off, and the
     // connection is dropped rather than drained.
-    while let Some(chunk) = resp.chunk().await.map_err(SendError::Http)? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| SendError::Http(e.without_url()))? {
         let room = MAX_RESPONSE_BYTES - body.len();
         if chunk.len() > room {
             body.extend_from_slice(&chunk[..room]);
@@ -275,7 +283,23 @@ fn source_chain<'a>(e: &'a reqwest::Error) -> impl Iterator<Item = &'a (dyn std:
     std::iter::successors(std::error::Error::source(e), |s| s.source())
 }
 
-/// A reqwest error with its causes, e.g. "error sending request: connection refused".
+/// A URL as it may appear in logs and error texts: its scheme, host and port only.
+/// Paths and queries often carry secrets (Slack-style webhook URLs).
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match u.host_str() {
+            Some(host) => match u.port() {
+                Some(port) => format!("{}://{host}:{port}/…", u.scheme()),
+                None => format!("{}://{host}/…", u.scheme()),
+            },
+            None => format!("{}:…", u.scheme()),
+        },
+        Err(_) => "(an invalid URL)".to_string(),
+    }
+}
+
+/// A reqwest error with its causes, e.g. "error sending request: connection
+/// refused", without the URL (see [`redact_url`]).
 fn error_chain(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
     for s in source_chain(e) {

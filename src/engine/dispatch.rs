@@ -137,7 +137,7 @@ impl Engine {
         let started: Option<chrono::DateTime<Utc>> =
             sqlx::query_scalar("SELECT now()").fetch_one(self.pool()).await.ok();
         let released = match started {
-            Some(t) => store::release_taken_before(self.pool(), self.node_id(), Some(t)).await,
+            Some(t) => store::take_back_previous_run(self.pool(), self.node_id(), t).await,
             None => Ok(0),
         };
         match released {

@@ -185,29 +185,18 @@ impl Engine {
         if tokio::fs::metadata(&target).await.is_ok_and(|m| m.is_dir()) {
             return Err(EngineError::Conflict(format!("{shown} is a folder; delete it first to put a file there")));
         }
-        let tmp_dir = self.config().files_dir.join(".tmp");
+        let tmp_dir = self.tmp_dir();
         tokio::fs::create_dir_all(&tmp_dir).await.map_err(|e| io_error("create", ".tmp", e))?;
-        let tmp = tmp_dir.join(Uuid::new_v4().to_string());
-        let written = self.write_tmp(&tmp, &mut body).await;
-        let size = match written {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
-            }
-        };
+        // Removed when this function ends without placing the file, however it
+        // ends: an error, or the client going away (the future is dropped).
+        let tmp_file = TmpFile(Some(tmp_dir.join(Uuid::new_v4().to_string())));
+        let tmp = tmp_file.path().to_path_buf();
+        let size = self.write_tmp(&tmp, &mut body).await?;
         let content_type = content_type
             .filter(|c| !c.is_empty() && c != "application/octet-stream")
             .unwrap_or_else(|| content_type_of(&target));
         let meta = json!({"size": size, "contentType": content_type});
-        let intent = self.record_intent(project, "create", "file", &shown, Some(&tmp), &meta).await;
-        let intent = match intent {
-            Ok(id) => id,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
-            }
-        };
+        let intent = self.record_intent(project, "create", "file", &shown, Some(&tmp), &meta).await?;
         let placed = async {
             if let Some(parent) = target.parent() {
                 tokio::fs::create_dir_all(parent).await.map_err(|e| io_error("create the folder of", &shown, e))?;
@@ -216,10 +205,11 @@ impl Engine {
         }
         .await;
         if let Err(e) = placed {
-            let _ = tokio::fs::remove_file(&tmp).await;
+            drop(tmp_file);
             self.abandon_intent(intent).await;
             return Err(e);
         }
+        tmp_file.placed();
         self.stage_and_fire(intent, project, "FILE_CREATE", &shown, "file", &meta).await?;
         Ok(FileOutcome { path: shown, kind: "file", meta, created: Some(true) })
     }
@@ -230,9 +220,17 @@ impl Engine {
         E: std::fmt::Display,
     {
         let limit = self.config().max_file_bytes;
+        let idle = self.config().upload_idle_timeout;
         let mut file = tokio::fs::File::create(tmp).await.map_err(|e| io_error("create", "a temporary file", e))?;
         let mut size: u64 = 0;
-        while let Some(chunk) = body.next().await {
+        loop {
+            let Ok(next) = tokio::time::timeout(idle, body.next()).await else {
+                return Err(invalid(format!(
+                    "the upload stalled: no bytes for {} s after {size} bytes",
+                    idle.as_secs_f64()
+                )));
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| invalid(format!("the upload was interrupted: {e}")))?;
             size += chunk.len() as u64;
             if size > limit {
@@ -339,7 +337,8 @@ impl Engine {
     ) -> Result<Uuid, EngineError> {
         let id = Uuid::new_v4();
         let r = sqlx::query(
-            "INSERT INTO file_intents (id, project, op, kind, path, tmp_path, meta) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO file_intents (id, project, op, kind, path, tmp_path, meta, node)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(id)
         .bind(project)
@@ -348,6 +347,7 @@ impl Engine {
         .bind(path)
         .bind(tmp.map(|t| t.to_string_lossy().into_owned()))
         .bind(Json(meta))
+        .bind(self.node_id())
         .execute(self.pool())
         .await;
         match r {
@@ -395,16 +395,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Settles intents older than the grace period that a crash left behind.
-    /// Returns how many events it fired.
+    /// Settles intents older than the grace period that a crash left behind: this
+    /// node's own, which its disk can judge (another node's slow delete is not a
+    /// delete that happened here), and any node's staged ones, which the database
+    /// alone shows to have happened. Returns how many events it fired.
     pub async fn reconcile_intents(&self) -> Result<usize, EngineError> {
         let mut tx = self.pool().begin().await?;
         let intents: Vec<Intent> = sqlx::query_as(
             "SELECT id, project, op, kind, path, tmp_path, meta, status, created_at FROM file_intents
              WHERE created_at < now() - make_interval(secs => $1)
+               AND (node = $2 OR node IS NULL OR status = 'staged')
              ORDER BY created_at LIMIT 500 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.config().intent_grace.as_secs_f64())
+        .bind(self.node_id())
         .fetch_all(&mut *tx)
         .await?;
         let mut fired = 0;
@@ -453,10 +457,78 @@ impl Engine {
             if let Err(e) = self.reconcile_intents().await {
                 tracing::warn!(error = %e, "cannot reconcile file intents");
             }
+            match self.sweep_tmp().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed temporary files of interrupted uploads"),
+                Err(e) => tracing::warn!(error = %e, "cannot sweep the file store's temporary files"),
+            }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = cancel.cancelled() => return,
             }
+        }
+    }
+}
+
+impl Engine {
+    fn tmp_dir(&self) -> PathBuf {
+        self.config().files_dir.join(".tmp")
+    }
+
+    /// Removes temporary files that no upload will finish: not named by any file
+    /// intent (a crashed upload's, which the reconciler settles) and untouched for
+    /// longer than an upload may stay idle (another node sharing this folder may
+    /// be writing a younger one). Runs at start-up and with the reconciler.
+    pub async fn sweep_tmp(&self) -> Result<usize, EngineError> {
+        let dir = self.tmp_dir();
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_error("read", ".tmp", e)),
+        };
+        let named: Vec<String> =
+            sqlx::query_scalar("SELECT tmp_path FROM file_intents WHERE tmp_path IS NOT NULL").fetch_all(self.pool()).await?;
+        let idle = self.config().upload_idle_timeout * 2;
+        let mut removed = 0;
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let path = entry.path();
+            if named.iter().any(|n| Path::new(n) == path) {
+                continue;
+            }
+            let age = entry
+                .metadata()
+                .await
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            if age > idle && tokio::fs::remove_file(&path).await.is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A temporary upload file, removed when dropped unless it was placed.
+struct TmpFile(Option<PathBuf>);
+
+impl TmpFile {
+    fn path(&self) -> &Path {
+        self.0.as_deref().expect("the path is there until placed")
+    }
+
+    /// The file was renamed into place: nothing to remove.
+    fn placed(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            // Synchronous: a drop cannot wait, and unlinking one file is quick.
+            let _ = std::fs::remove_file(path);
         }
     }
 }

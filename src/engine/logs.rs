@@ -131,16 +131,20 @@ impl Engine {
 
     /// Delivers an event log again, with a fresh set of attempts.
     pub async fn redeliver(&self, project: &str, id: Uuid) -> Result<LogDetail, EngineError> {
-        let log = self.log_detail(project, id).await?.log;
-        if self.get_trigger(project, &log.trigger).await.is_err() {
-            return Err(EngineError::Conflict(format!("the trigger '{}' was deleted; nothing to redeliver to", log.trigger)));
-        }
         match store::redeliver(self.pool(), project, id).await? {
             None => Err(EngineError::NotFound(format!("no event log {id}"))),
-            Some(Status::Processing) => {
+            Some(store::Redelivery::Busy) => {
                 Err(EngineError::Conflict("the event log is being delivered right now; try again when it ends".into()))
             }
-            Some(_) => self.log_detail(project, id).await,
+            Some(store::Redelivery::TriggerGone) => {
+                let log = self.log_detail(project, id).await?.log;
+                Err(EngineError::Conflict(format!(
+                    "the trigger '{}' this event log was made for was deleted; nothing to redeliver to \
+                     (a trigger created later under the same name is another trigger)",
+                    log.trigger
+                )))
+            }
+            Some(store::Redelivery::Done) => self.log_detail(project, id).await,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod logs;
 pub mod projects;
 pub mod queue;
 pub mod retry;
+pub mod signin;
 pub mod sync;
 pub mod triggers;
 
@@ -102,6 +103,9 @@ pub struct EngineConfig {
     /// How old a file intent must be before the reconciler settles it; younger
     /// ones may still be in progress on some node.
     pub intent_grace: Duration,
+    /// An upload that sends no bytes for this long is cut off (SPEC §8: an idle
+    /// timeout, not a total one).
+    pub upload_idle_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -119,6 +123,7 @@ impl Default for EngineConfig {
             files_dir: std::path::PathBuf::from("data/files"),
             max_file_bytes: 100 * 1024 * 1024,
             intent_grace: Duration::from_secs(60),
+            upload_idle_timeout: Duration::from_secs(30),
         }
     }
 }

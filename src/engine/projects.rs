@@ -75,6 +75,8 @@ pub enum AuthError {
     Missing,
     #[error("invalid API key or token")]
     Invalid,
+    #[error("this is the X-SC-Token Herald sends to webhook receivers; it identifies a delivery and opens no API route. Use an API key or a JWT you signed yourself")]
+    ReceiverToken,
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -119,10 +121,19 @@ impl Engine {
         Ok(store::projects::insert_if_missing(self.pool(), id, &new_jwt_secret(), &new_signing_secret()).await?)
     }
 
-    /// Creates the `default` project on first start, with an admin key that is
-    /// returned so that the caller can print it, once.
+    /// What the first start needs and prints nothing: the `default` project. `herald
+    /// migrate` does it too, so that a deployment script can make keys before the
+    /// server has ever started.
+    pub async fn bootstrap_project(&self) -> Result<(), EngineError> {
+        self.create_project(DEFAULT_PROJECT).await?;
+        Ok(())
+    }
+
+    /// Creates the `default` project on first start, and an admin key for it if it
+    /// never had one, which is returned so that the caller can print it, once.
     pub async fn bootstrap(&self) -> Result<Option<String>, EngineError> {
-        if !self.create_project(DEFAULT_PROJECT).await? {
+        self.bootstrap_project().await?;
+        if store::projects::has_had_api_keys(self.pool(), DEFAULT_PROJECT).await? {
             return Ok(None);
         }
         Ok(Some(self.create_api_key(DEFAULT_PROJECT, Role::Admin, "first start").await?))
@@ -298,8 +309,13 @@ impl Engine {
 /// The channel that tells every node to forget remembered credentials.
 pub const AUTH_CHANNEL: &str = "herald_auth";
 
+/// The `role` claim of the `X-SC-Token` Herald sends with every delivery (SPEC §3).
+pub const RECEIVER_ROLE: &str = "SpaceCloud";
+
 /// A JWT grants the role in its `role` claim when that is "queue"; any other
-/// valid token signed with the project secret is an admin token, as in Space Cloud.
+/// valid token signed with the project secret is an admin token, as in Space Cloud,
+/// except the token Herald hands to every receiver (`role: SpaceCloud`): it only
+/// tells a receiver who sent the delivery, and opens nothing (SPEC §8).
 fn verify_jwt(token: &str, secret: &str) -> Result<Role, AuthError> {
     use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
     let mut v = Validation::new(Algorithm::HS256);
@@ -309,6 +325,7 @@ fn verify_jwt(token: &str, secret: &str) -> Result<Role, AuthError> {
         .map_err(|_| AuthError::Invalid)?;
     Ok(match data.claims.get("role").and_then(|r| r.as_str()) {
         Some("queue") => Role::Queue,
+        Some(role) if role.trim().eq_ignore_ascii_case(RECEIVER_ROLE) => return Err(AuthError::ReceiverToken),
         _ => Role::Admin,
     })
 }

@@ -72,6 +72,11 @@ fn validate_headers(headers: &serde_json::Map<String, serde_json::Value>) -> Res
         if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
             return Err(EngineError::Invalid(format!("`headers`: '{k}' is not a valid header name")));
         }
+        if super::deliver::RESERVED.contains(&k.to_ascii_lowercase().as_str()) {
+            return Err(EngineError::Invalid(format!(
+                "`headers`: '{k}' cannot be set by a trigger; Herald sets it, or it frames the request"
+            )));
+        }
         let Some(s) = v.as_str() else {
             return Err(EngineError::Invalid(format!("`headers`: the value of '{k}' must be a string")));
         };
@@ -315,6 +320,12 @@ mod tests {
         let mut h = serde_json::Map::new();
         h.insert("bad header".into(), "x".into());
         assert!(err(TriggerInput { headers: Some(h), ..input() }).contains("`headers`"));
+        // Issue 14, item 12: headers that frame the request or the connection.
+        for name in ["Host", "Content-Length", "Transfer-Encoding", "Connection", "X-SC-Token"] {
+            let h = serde_json::Map::from_iter([(name.to_string(), serde_json::Value::from("x"))]);
+            let e = err(TriggerInput { headers: Some(h), ..input() });
+            assert!(e.contains(&format!("'{name}' cannot be set")), "{e}");
+        }
     }
 
     #[test]

@@ -22,6 +22,13 @@ const SOURCE_MATCH: &str = "CASE t.source
         OR starts_with(ins.data->>'path', (t.options->>'prefix') || '/')
     ELSE true END";
 
+/// The trigger an event log belongs to, for a log aliased `l` and a trigger aliased
+/// `t`: the same id. A trigger deleted and created again under the same name is
+/// another trigger. Logs stored before trigger ids existed match by name, if the
+/// trigger already existed when they were created.
+pub(crate) const SAME_TRIGGER: &str = "t.project = l.project AND t.name = l.trigger_name
+    AND (t.id = l.trigger_id OR (l.trigger_id IS NULL AND t.created_at <= l.created_at))";
+
 /// An event to store. Its id is chosen by the caller.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
@@ -130,14 +137,15 @@ pub async fn enqueue_leasing(
              ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING id, type, data, deliver_at, created_at
          ), matched AS (
-             SELECT ins.id, ins.deliver_at, t.name, t.timeout_ms, t.url, t.retries, t.headers,
+             SELECT ins.id, ins.deliver_at, t.name, t.id AS trigger_id, t.timeout_ms, t.url, t.retries, t.headers,
                     $8::uuid IS NOT NULL AND ($10::bigint IS NULL OR (ins.deliver_at <= now()
                         AND row_number() OVER (ORDER BY ins.id, t.name) <= $10)) AS leased
              FROM ins JOIN event_triggers t ON t.project = $1 AND t.type = ins.type AND t.enabled
                  AND {SOURCE_MATCH}
          ), logs AS (
-             INSERT INTO event_logs (id, event_id, project, trigger_name, status, next_attempt_at, lease_until, leased_by)
-             SELECT herald_uuid_v7(), m.id, $1, m.name,
+             INSERT INTO event_logs (id, event_id, project, trigger_name, trigger_id, status, next_attempt_at,
+                                     lease_until, leased_by)
+             SELECT herald_uuid_v7(), m.id, $1, m.name, m.trigger_id,
                     CASE WHEN m.leased THEN 'processing'
                          WHEN m.deliver_at > now() THEN 'scheduled'
                          ELSE 'pending' END,
@@ -317,28 +325,34 @@ const JOB_COLUMNS: &str = "c.id, c.event_id, c.project, c.trigger_name, c.attemp
     t.url, t.retries, t.timeout_ms, t.headers, p.jwt_secret, p.signing_secret";
 const JOB_JOINS: &str = "JOIN events e ON e.id = c.event_id
     JOIN projects p ON p.id = c.project
-    LEFT JOIN event_triggers t ON t.project = c.project AND t.name = c.trigger_name";
+    LEFT JOIN event_triggers t ON t.project = c.project AND t.name = c.trigger_name
+        AND (t.id = c.trigger_id OR (c.trigger_id IS NULL AND t.created_at <= c.created_at))";
 
 /// Claims up to `limit` due event logs for `node` in one statement, leasing each
-/// for its trigger's timeout plus `margin`.
+/// for its trigger's timeout plus `margin`. A due log whose trigger is disabled is
+/// set aside (`paused`) instead: it keeps its status and waits, out of the claim's
+/// index, until the trigger is enabled again (SPEC §8). A log whose trigger is gone
+/// is claimed, and its delivery cancels it.
 pub async fn claim(pool: &PgPool, node: Uuid, limit: i64, margin: Duration) -> Result<Vec<Job>, sqlx::Error> {
     sqlx::query_as(&format!(
         // The locked rows are updated by their physical address (ctid, stable while
         // locked): a lookup by primary key would wade through the index entries of
         // every earlier version of the row, which made large backlogs drain slower.
         "WITH due AS (
-             SELECT ctid FROM event_logs
-             WHERE status IN ('scheduled', 'pending') AND next_attempt_at <= now()
-             ORDER BY next_attempt_at
+             SELECT l.ctid, t.enabled IS NOT FALSE AS go, COALESCE(t.timeout_ms, 0) AS timeout_ms
+             FROM event_logs l LEFT JOIN event_triggers t ON {SAME_TRIGGER}
+             WHERE l.status IN ('scheduled', 'pending') AND NOT l.paused AND l.next_attempt_at <= now()
+             ORDER BY l.next_attempt_at
              LIMIT $1
-             FOR UPDATE SKIP LOCKED
+             FOR UPDATE OF l SKIP LOCKED
+         ), paused AS (
+             UPDATE event_logs l SET paused = true, updated_at = now()
+             FROM due WHERE l.ctid = due.ctid AND NOT due.go
          ), c AS (
              UPDATE event_logs l
              SET status = 'processing', leased_by = $2, updated_at = now(),
-                 lease_until = now() + make_interval(secs => $3 + COALESCE(
-                     (SELECT t.timeout_ms FROM event_triggers t
-                      WHERE t.project = l.project AND t.name = l.trigger_name), 0) / 1000.0)
-             FROM due WHERE l.ctid = due.ctid
+                 lease_until = now() + make_interval(secs => $3 + due.timeout_ms / 1000.0)
+             FROM due WHERE l.ctid = due.ctid AND due.go
              RETURNING l.*
          )
          SELECT {JOB_COLUMNS} FROM c {JOB_JOINS}"
@@ -353,65 +367,104 @@ pub async fn claim(pool: &PgPool, node: Uuid, limit: i64, margin: Duration) -> R
 /// The time of the earliest scheduled or pending event log, if any.
 pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT next_attempt_at FROM event_logs WHERE status IN ('scheduled', 'pending')
+        "SELECT next_attempt_at FROM event_logs WHERE status IN ('scheduled', 'pending') AND NOT paused
          ORDER BY next_attempt_at LIMIT 1",
     )
     .fetch_optional(pool)
     .await
 }
 
-/// How many event logs are due and not claimed by any node.
+/// The most due event logs [`count_due_unclaimed`] counts: every scrape of
+/// `/metrics` runs it, and a backlog of millions must not make each scrape read
+/// millions of index entries.
+pub const DUE_COUNT_CAP: i64 = 100_000;
+
+/// How many event logs are due and not claimed by any node, up to [`DUE_COUNT_CAP`].
 pub async fn count_due_unclaimed(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM event_logs WHERE status IN ('scheduled', 'pending') AND next_attempt_at <= now()",
-    )
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM (SELECT 1 FROM event_logs
+         WHERE status IN ('scheduled', 'pending') AND NOT paused AND next_attempt_at <= now()
+         LIMIT {DUE_COUNT_CAP}) due",
+    ))
     .fetch_one(pool)
     .await
 }
 
-/// Makes event logs whose lease expired (their node died) due again.
+/// The error an event log carries when its lease ran out before its attempt was recorded.
+pub const LEASE_EXPIRED: &str =
+    "the lease expired before the attempt's outcome was recorded (its node stopped or lost the database)";
+/// The error an event log carries when its node restarted in the middle of its attempt.
+pub const NODE_RESTARTED: &str = "the node delivering it restarted before the attempt's outcome was recorded";
+
+/// What an interrupted attempt does to an event log (the `SET` of an `UPDATE
+/// event_logs l ... FROM gone`, where `gone.retries` is its trigger's, or NULL when
+/// the trigger is gone): it counts as an attempt, so an event log that kills or
+/// stalls every node that takes it runs out of attempts like any other instead of
+/// looping forever (SPEC §8). `$1` is the error text.
+const INTERRUPTED: &str = "attempts = l.attempts + 1,
+    status = CASE WHEN gone.retries IS NULL THEN 'cancelled'
+                  WHEN l.attempts + 1 > gone.retries THEN 'failed' ELSE 'pending' END,
+    last_error = CASE WHEN gone.retries IS NULL THEN 'trigger deleted' ELSE $1 END,
+    lease_until = NULL, leased_by = NULL, next_attempt_at = LEAST(l.next_attempt_at, now()), updated_at = now()";
+
+/// Makes event logs whose lease expired (their node died, or could not record the
+/// attempt) due again, counting the lost attempt.
 pub async fn requeue_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query(
-        "WITH expired AS (
-             SELECT id FROM event_logs WHERE status = 'processing' AND lease_until < now()
-             ORDER BY lease_until LIMIT 10000 FOR UPDATE SKIP LOCKED
+    let r = sqlx::query(&format!(
+        "WITH gone AS (
+             SELECT l.id, t.retries FROM event_logs l LEFT JOIN event_triggers t ON {SAME_TRIGGER}
+             WHERE l.status = 'processing' AND l.lease_until < now()
+             ORDER BY l.lease_until LIMIT 10000 FOR UPDATE OF l SKIP LOCKED
          )
-         UPDATE event_logs l SET status = 'pending', lease_until = NULL, leased_by = NULL,
-                next_attempt_at = LEAST(l.next_attempt_at, now()), updated_at = now()
-         FROM expired WHERE l.id = expired.id",
-    )
+         UPDATE event_logs l SET {INTERRUPTED}
+         FROM gone WHERE l.id = gone.id"
+    ))
+    .bind(LEASE_EXPIRED)
     .execute(pool)
     .await?;
-    if r.rows_affected() > 0 {
-        sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(pool).await?;
-    }
-    Ok(r.rows_affected())
+    notify_if(pool, r.rows_affected()).await
 }
 
-/// Gives back every lease `node` holds, at shutdown.
+/// Gives back every lease `node` holds, at shutdown, once its attempts have
+/// stopped: the logs are due again for another node, with no attempt counted.
 pub async fn release(pool: &PgPool, node: Uuid) -> Result<u64, sqlx::Error> {
-    release_taken_before(pool, node, None).await
-}
-
-/// Gives back the leases `node` took before `before` (when given): at start-up,
-/// those of its previous run, leaving alone what this run has already claimed.
-pub async fn release_taken_before(
-    pool: &PgPool,
-    node: Uuid,
-    before: Option<DateTime<Utc>>,
-) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE event_logs SET status = 'pending', lease_until = NULL, leased_by = NULL, updated_at = now()
-         WHERE status = 'processing' AND leased_by = $1 AND ($2::timestamptz IS NULL OR updated_at < $2)",
+         WHERE status = 'processing' AND leased_by = $1",
     )
+    .bind(node)
+    .execute(pool)
+    .await?;
+    notify_if(pool, r.rows_affected()).await
+}
+
+/// Gives back the leases `node` took before `before`: at start-up, those of its
+/// previous run, which was killed in the middle of their attempts (counted, as an
+/// expired lease is), leaving alone what this run has already claimed.
+pub async fn take_back_previous_run(pool: &PgPool, node: Uuid, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(&format!(
+        "WITH gone AS (
+             SELECT l.id, t.retries FROM event_logs l LEFT JOIN event_triggers t ON {SAME_TRIGGER}
+             WHERE l.status = 'processing' AND l.leased_by = $2 AND l.updated_at < $3
+             FOR UPDATE OF l
+         )
+         UPDATE event_logs l SET {INTERRUPTED}
+         FROM gone WHERE l.id = gone.id"
+    ))
+    .bind(NODE_RESTARTED)
     .bind(node)
     .bind(before)
     .execute(pool)
     .await?;
-    if r.rows_affected() > 0 {
+    notify_if(pool, r.rows_affected()).await
+}
+
+/// Wakes the dispatchers when `n` event logs became due; returns `n`.
+async fn notify_if(pool: &PgPool, n: u64) -> Result<u64, sqlx::Error> {
+    if n > 0 {
         sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(pool).await?;
     }
-    Ok(r.rows_affected())
+    Ok(n)
 }
 
 /// One recorded HTTP attempt.
@@ -425,6 +478,47 @@ pub struct NewInvocation {
     pub response_headers: Option<serde_json::Value>,
     pub response_body: Option<String>,
     pub error: Option<String>,
+}
+
+/// What stands in for a NUL character, which PostgreSQL's text and jsonb cannot
+/// hold, in what a receiver sent: U+2400 SYMBOL FOR NULL, so a reader sees where it was.
+pub const NUL_STAND_IN: &str = "\u{2400}";
+
+impl NewInvocation {
+    /// The attempt as PostgreSQL can store it: whatever a receiver answered, NUL
+    /// characters are replaced by [`NUL_STAND_IN`]. Borrowed, with no copy, in the
+    /// usual case of nothing to replace.
+    pub fn storable(&self) -> std::borrow::Cow<'_, NewInvocation> {
+        let text_nul = |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains('\0'));
+        let json_nul = |v: &Option<serde_json::Value>| v.as_ref().is_some_and(crate::engine::queue::holds_nul);
+        if !(self.request_body.contains('\0')
+            || text_nul(&self.response_body)
+            || text_nul(&self.error)
+            || crate::engine::queue::holds_nul(&self.request_headers)
+            || json_nul(&self.response_headers))
+        {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let text = |s: &str| s.replace('\0', NUL_STAND_IN);
+        std::borrow::Cow::Owned(NewInvocation {
+            request_body: text(&self.request_body),
+            response_body: self.response_body.as_deref().map(text),
+            error: self.error.as_deref().map(text),
+            request_headers: replace_nul(&self.request_headers),
+            response_headers: self.response_headers.as_ref().map(replace_nul),
+            ..self.clone()
+        })
+    }
+}
+
+fn replace_nul(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(s.replace('\0', NUL_STAND_IN)),
+        Value::Array(items) => Value::Array(items.iter().map(replace_nul).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.replace('\0', NUL_STAND_IN), replace_nul(v))).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Where an event log goes after an attempt.
@@ -453,10 +547,62 @@ pub async fn complete(pool: &PgPool, node: Uuid, c: &Completion) -> Result<bool,
     Ok(complete_batch(pool, node, std::slice::from_ref(c)).await?.first().copied().unwrap_or(false))
 }
 
-/// Records many attempts and moves their event logs on in one transaction of three
-/// statements, whatever the batch size: one commit (one WAL flush) for all. Returns,
-/// per item, whether the node still held the lease.
+/// Records many attempts and moves their event logs on, in one statement when it
+/// can: one commit (one WAL flush) for all. Returns, per item, whether the node
+/// still held the lease.
+///
+/// One attempt never fails its neighbours (SPEC §8): a batch the database refuses
+/// for what it holds (not because the database is away) is split in halves and each
+/// half tried again, down to single attempts; an attempt that still cannot be
+/// stored is recorded without the receiver's answer, with an error that says so,
+/// and its event log moves on all the same.
 pub async fn complete_batch(pool: &PgPool, node: Uuid, items: &[Completion]) -> Result<Vec<bool>, sqlx::Error> {
+    let mut held = vec![false; items.len()];
+    let mut ranges = vec![0..items.len()];
+    while let Some(range) = ranges.pop() {
+        if range.is_empty() {
+            continue;
+        }
+        let e = match complete_batch_once(pool, node, &items[range.clone()]).await {
+            Ok(h) => {
+                held[range].copy_from_slice(&h);
+                continue;
+            }
+            Err(e) if crate::engine::database_away(&e) => return Err(e),
+            Err(e) => e,
+        };
+        if range.len() > 1 {
+            let mid = range.start + range.len() / 2;
+            ranges.push(mid..range.end);
+            ranges.push(range.start..mid);
+            continue;
+        }
+        let c = &items[range.start];
+        tracing::error!(log = %c.log_id, error = %e, "cannot store an attempt; recording it without the receiver's answer");
+        let bare = Completion { invocation: c.invocation.without_answer(&e), ..c.clone() };
+        held[range.start] = complete_batch_once(pool, node, std::slice::from_ref(&bare)).await?[0];
+    }
+    Ok(held)
+}
+
+impl NewInvocation {
+    /// The attempt with only what Herald itself knows (when, how long, the status
+    /// code) and an error saying why the rest is missing.
+    fn without_answer(&self, why: &sqlx::Error) -> NewInvocation {
+        NewInvocation {
+            started_at: Utc::now(),
+            duration_ms: self.duration_ms,
+            status_code: self.status_code,
+            request_headers: serde_json::json!({}),
+            request_body: String::new(),
+            response_headers: None,
+            response_body: None,
+            error: Some(format!("Herald could not store this attempt's details: {why}")),
+        }
+    }
+}
+
+async fn complete_batch_once(pool: &PgPool, node: Uuid, items: &[Completion]) -> Result<Vec<bool>, sqlx::Error> {
     let mut ids = Vec::with_capacity(items.len());
     let mut statuses = Vec::with_capacity(items.len());
     let mut attempts = Vec::with_capacity(items.len());
@@ -475,7 +621,8 @@ pub async fn complete_batch(pool: &PgPool, node: Uuid, items: &[Completion]) -> 
         next_at.push(at);
         lease_until.push(lease);
     }
-    let inv = |f: fn(&NewInvocation) -> Option<String>| items.iter().map(|c| f(&c.invocation)).collect::<Vec<_>>();
+    let stored: Vec<std::borrow::Cow<'_, NewInvocation>> = items.iter().map(|c| c.invocation.storable()).collect();
+    let inv = |f: fn(&NewInvocation) -> Option<String>| stored.iter().map(|i| f(i)).collect::<Vec<_>>();
     let errors = inv(|i| i.error.clone());
     let processed: Vec<bool> = items.iter().map(|c| matches!(c.next, Next::Processed)).collect();
     let pick = |keep: bool| -> Vec<usize> { (0..items.len()).filter(|&i| processed[i] == keep).collect() };
@@ -518,12 +665,12 @@ pub async fn complete_batch(pool: &PgPool, node: Uuid, items: &[Completion]) -> 
     ))
     .bind(&ids)
     .bind(&attempts)
-    .bind(items.iter().map(|c| c.invocation.started_at).collect::<Vec<_>>())
-    .bind(items.iter().map(|c| c.invocation.duration_ms).collect::<Vec<_>>())
-    .bind(items.iter().map(|c| c.invocation.status_code).collect::<Vec<_>>())
-    .bind(items.iter().map(|c| Json(&c.invocation.request_headers)).collect::<Vec<_>>())
-    .bind(items.iter().map(|c| c.invocation.request_body.as_str()).collect::<Vec<_>>())
-    .bind(items.iter().map(|c| c.invocation.response_headers.as_ref().map(Json)).collect::<Vec<_>>())
+    .bind(stored.iter().map(|i| i.started_at).collect::<Vec<_>>())
+    .bind(stored.iter().map(|i| i.duration_ms).collect::<Vec<_>>())
+    .bind(stored.iter().map(|i| i.status_code).collect::<Vec<_>>())
+    .bind(stored.iter().map(|i| Json(&i.request_headers)).collect::<Vec<_>>())
+    .bind(stored.iter().map(|i| i.request_body.as_str()).collect::<Vec<_>>())
+    .bind(stored.iter().map(|i| i.response_headers.as_ref().map(Json)).collect::<Vec<_>>())
     .bind(inv(|i| i.response_body.clone()))
     .bind(&errors)
     .bind(done.iter().map(|&i| ids[i]).collect::<Vec<_>>())
@@ -717,22 +864,40 @@ pub async fn list_logs(pool: &PgPool, project: &str, f: &LogFilter) -> Result<Ve
     Ok(rows.into_iter().map(EventLog::from).collect())
 }
 
+/// What a redelivery found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redelivery {
+    /// Made due now, with a fresh set of attempts.
+    Done,
+    /// Being delivered right now: left alone.
+    Busy,
+    /// Its trigger was deleted (perhaps replaced by another of the same name).
+    TriggerGone,
+}
+
 /// Makes an ended, scheduled or pending event log due now with a fresh set of
-/// attempts. Returns the status it had, or `None` if there is no such event log.
-/// A log in `processing` is left alone and its status returned.
-pub async fn redeliver(pool: &PgPool, project: &str, id: Uuid) -> Result<Option<Status>, sqlx::Error> {
+/// attempts, if its own trigger still exists. `None` if there is no such event log.
+pub async fn redeliver(pool: &PgPool, project: &str, id: Uuid) -> Result<Option<Redelivery>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let before: Option<String> =
-        sqlx::query_scalar("SELECT status FROM event_logs WHERE project = $1 AND id = $2 FOR UPDATE")
-            .bind(project)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(before) = before.as_deref().and_then(Status::parse) else { return Ok(None) };
-    if before != Status::Processing {
+    let before: Option<(String, bool)> = sqlx::query_as(&format!(
+        "SELECT l.status, EXISTS (SELECT 1 FROM event_triggers t WHERE {SAME_TRIGGER})
+         FROM event_logs l WHERE l.project = $1 AND l.id = $2 FOR UPDATE"
+    ))
+    .bind(project)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((before, trigger_exists)) = before else { return Ok(None) };
+    if !trigger_exists {
+        return Ok(Some(Redelivery::TriggerGone));
+    }
+    if before == Status::Processing.as_str() {
+        return Ok(Some(Redelivery::Busy));
+    }
+    {
         sqlx::query(
             "UPDATE event_logs SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,
-                    lease_until = NULL, leased_by = NULL, updated_at = now()
+                    lease_until = NULL, leased_by = NULL, paused = false, updated_at = now()
              WHERE id = $1",
         )
         .bind(id)
@@ -741,7 +906,7 @@ pub async fn redeliver(pool: &PgPool, project: &str, id: Uuid) -> Result<Option<
         sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    Ok(Some(before))
+    Ok(Some(Redelivery::Done))
 }
 
 /// Cancels a scheduled or pending event log. Returns the status it had, or `None`
@@ -750,7 +915,7 @@ pub async fn cancel(pool: &PgPool, project: &str, id: Uuid) -> Result<Option<Sta
     let before: Option<String> = sqlx::query_scalar(
         "WITH old AS (SELECT id, status FROM event_logs WHERE project = $1 AND id = $2 FOR UPDATE),
               upd AS (UPDATE event_logs l SET status = 'cancelled', last_error = 'cancelled by an operator',
-                             updated_at = now()
+                             paused = false, updated_at = now()
                       FROM old WHERE l.id = old.id AND old.status IN ('scheduled', 'pending'))
          SELECT status FROM old",
     )
@@ -771,13 +936,16 @@ pub async fn replay_failed(
     to: Option<DateTime<Utc>>,
 ) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let r = sqlx::query(
-        "UPDATE event_logs SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,
-                updated_at = now()
-         WHERE project = $1 AND trigger_name = $2 AND status = 'failed'
-           AND ($3::timestamptz IS NULL OR created_at >= $3)
-           AND ($4::timestamptz IS NULL OR created_at < $4)",
-    )
+    // Only the logs of the trigger that has this name now: those of an earlier
+    // trigger of the same name never go to this one's URL.
+    let r = sqlx::query(&format!(
+        "UPDATE event_logs l SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,
+                paused = false, updated_at = now()
+         WHERE l.project = $1 AND l.trigger_name = $2 AND l.status = 'failed'
+           AND ($3::timestamptz IS NULL OR l.created_at >= $3)
+           AND ($4::timestamptz IS NULL OR l.created_at < $4)
+           AND EXISTS (SELECT 1 FROM event_triggers t WHERE {SAME_TRIGGER})"
+    ))
     .bind(project)
     .bind(trigger)
     .bind(from)

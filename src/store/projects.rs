@@ -117,3 +117,8 @@ pub async fn set_signing_secret(pool: &PgPool, id: &str, secret: &str) -> Result
         .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// Whether the project has ever had an API key, revoked ones included.
+pub async fn has_had_api_keys(pool: &PgPool, project: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE project = $1)").bind(project).fetch_one(pool).await
+}

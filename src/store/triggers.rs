@@ -79,7 +79,9 @@ pub async fn insert(pool: &PgPool, project: &str, t: &Trigger) -> Result<(), sql
 }
 
 /// Replaces everything but the name. Returns false when there is no such trigger.
+/// Enabling a trigger resumes the event logs that waited while it was disabled.
 pub async fn update(pool: &PgPool, project: &str, t: &Trigger) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
     let r = sqlx::query(
         "UPDATE event_triggers SET source = $3, type = $4, url = $5, retries = $6, timeout_ms = $7,
                 headers = $8, options = $9, enabled = $10, updated_at = now()
@@ -95,9 +97,29 @@ pub async fn update(pool: &PgPool, project: &str, t: &Trigger) -> Result<bool, s
     .bind(Json(&t.headers))
     .bind(Json(&t.options))
     .bind(t.enabled)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(r.rows_affected() == 1)
+    if r.rows_affected() != 1 {
+        return Ok(false);
+    }
+    if t.enabled {
+        let resumed = sqlx::query(
+            "UPDATE event_logs SET paused = false, updated_at = now()
+             WHERE paused AND project = $1 AND trigger_name = $2",
+        )
+        .bind(project)
+        .bind(&t.name)
+        .execute(&mut *tx)
+        .await?;
+        if resumed.rows_affected() > 0 {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(crate::store::events::WAKE_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Deletes a trigger and cancels its undelivered event logs, in one transaction.
@@ -112,12 +134,17 @@ pub async fn delete(pool: &PgPool, project: &str, name: &str) -> Result<Option<u
     if deleted.rows_affected() == 0 {
         return Ok(None);
     }
-    // The open event logs, in two statements so that each is served by the partial
-    // index holding its statuses: event_logs_due and event_logs_leased.
+    // The open event logs, in three statements so that each is served by the
+    // partial index holding them: event_logs_due, event_logs_paused and
+    // event_logs_leased.
     let mut cancelled = 0;
-    for open in ["status IN ('scheduled', 'pending')", "status = 'processing'"] {
+    for open in [
+        "status IN ('scheduled', 'pending') AND NOT paused",
+        "paused AND status IN ('scheduled', 'pending')",
+        "status = 'processing'",
+    ] {
         cancelled += sqlx::query(&format!(
-            "UPDATE event_logs SET status = 'cancelled', lease_until = NULL, leased_by = NULL,
+            "UPDATE event_logs SET status = 'cancelled', lease_until = NULL, leased_by = NULL, paused = false,
                     last_error = 'trigger deleted', updated_at = now()
              WHERE {open} AND project = $1 AND trigger_name = $2"
         ))

@@ -148,6 +148,21 @@ pub fn test_config() -> EngineConfig {
         files_dir: std::env::temp_dir().join(format!("herald-test-files-{}", Uuid::new_v4())),
         max_file_bytes: 1024 * 1024,
         intent_grace: Duration::from_millis(500),
+        upload_idle_timeout: Duration::from_secs(30),
+    }
+}
+
+/// How the HTTP side of a test node is set up.
+pub struct Serving {
+    /// HERALD_METRICS_TOKEN.
+    pub metrics_token: Option<String>,
+    /// The total time limit of a request (file routes excepted).
+    pub request_timeout: Duration,
+}
+
+impl Default for Serving {
+    fn default() -> Self {
+        Serving { metrics_token: None, request_timeout: Duration::from_secs(60) }
     }
 }
 
@@ -166,6 +181,12 @@ impl Herald {
     }
 
     pub async fn start_with(pool: PgPool, config: EngineConfig) -> Herald {
+        Herald::start_custom(pool, config, Serving::default()).await
+    }
+
+    /// A node served with these HTTP settings.
+    pub async fn start_custom(pool: PgPool, config: EngineConfig, serving: Serving) -> Herald {
+        let Serving { metrics_token, request_timeout } = serving;
         let engine = Engine::new(pool.clone(), Uuid::new_v4(), config);
         let key = match engine.bootstrap().await.unwrap() {
             Some(key) => key,
@@ -177,10 +198,11 @@ impl Herald {
             leptos_options: herald::server::leptos_options("127.0.0.1:0".parse().unwrap()),
             max_body_bytes: 64 * 1024,
             secure_cookies: false,
+            metrics_token,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = herald::server::router(state, Duration::from_secs(60)).await.unwrap();
+        let app = herald::server::router(state, request_timeout).await.unwrap();
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Herald { engine, pool, base, key, http: reqwest::Client::new() }
