@@ -23,3 +23,15 @@ ALTER TABLE event_logs ADD COLUMN trigger_id uuid;
 -- disk tells whether it happened, so only that node settles it (unless it was
 -- staged, which the database alone tells).
 ALTER TABLE file_intents ADD COLUMN node uuid;
+
+-- Database grants: a project may watch tables only in the database aliases granted
+-- to it. `default` (Herald's own database) is granted to the project `default`;
+-- every other grant is an operator's (`herald database grant`, or Mission
+-- Control). Database triggers of other projects stop capturing until granted.
+CREATE TABLE database_grants (
+    project    text NOT NULL CHECK (project ~ '^[a-z0-9][a-z0-9_-]{0,62}$'),
+    alias      text NOT NULL CHECK (alias ~ '^[a-z0-9_-]{1,63}$'),
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project, alias)
+);
+INSERT INTO database_grants (project, alias) VALUES ('default', 'default');

@@ -28,6 +28,9 @@ pub enum Command {
     /// Manage Mission Control accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Manage which projects may watch tables in which database aliases.
+    #[command(subcommand)]
+    Database(DatabaseCommand),
     /// Measure throughput and latency: starts a webhook sink and (unless --url) a
     /// Herald on its own database, then prints a table and one JSON line per scenario.
     Bench(crate::bench::BenchArgs),
@@ -40,6 +43,29 @@ pub enum AdminCommand {
     SetPassword {
         #[arg(long, env = "HERALD_ADMIN_USER", default_value = "admin")]
         user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatabaseCommand {
+    /// Let a project watch tables in a database alias (`default` or one of HERALD_DATABASES).
+    Grant {
+        #[arg(long)]
+        project: String,
+        #[arg(long = "db", value_name = "ALIAS")]
+        db: String,
+    },
+    /// Take a grant back: the project's database triggers there stop capturing.
+    Revoke {
+        #[arg(long)]
+        project: String,
+        #[arg(long = "db", value_name = "ALIAS")]
+        db: String,
+    },
+    /// List the grants, of every project or of one.
+    List {
+        #[arg(long)]
+        project: Option<String>,
     },
 }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use herald::api::AppState;
-use herald::config::{AdminCommand, ApiKeyCommand, Cli, Command, Config};
+use herald::config::{AdminCommand, ApiKeyCommand, Cli, Command, Config, DatabaseCommand};
 use herald::embedded_pg::EmbeddedPostgres;
 use herald::engine::projects::Role;
 use axum::serve::ListenerExt;
@@ -96,6 +96,30 @@ async fn with_database(config: &Config, options: PgConnectOptions, command: Opti
         Command::ApiKey(ApiKeyCommand::Revoke { project, id }) => {
             engine.revoke_api_key(&project, id).await?;
             println!("revoked {id}");
+            Ok(())
+        }
+        Command::Database(DatabaseCommand::Grant { project, db }) => {
+            engine.bootstrap_project().await?;
+            if engine.grant_database(&project, &db).await? {
+                println!("granted: project '{project}' may watch tables in the database '{db}'");
+            } else {
+                println!("project '{project}' already held the database '{db}'");
+            }
+            Ok(())
+        }
+        Command::Database(DatabaseCommand::Revoke { project, db }) => {
+            if engine.revoke_database(&project, &db).await? {
+                println!("revoked: project '{project}' may no longer watch tables in the database '{db}'");
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("project '{project}' holds no grant on the database '{db}'"))
+            }
+        }
+        Command::Database(DatabaseCommand::List { project }) => {
+            println!("{:<24}  {:<24}  granted", "project", "database");
+            for g in engine.list_database_grants(project.as_deref()).await? {
+                println!("{:<24}  {:<24}  {}", g.project, g.alias, g.granted_at.format("%Y-%m-%d %H:%M:%S"));
+            }
             Ok(())
         }
         Command::Admin(AdminCommand::SetPassword { user }) => {

@@ -199,6 +199,7 @@ async fn bad_database_triggers_get_clear_errors_and_change_nothing(pool: PgPool)
     let mut config = test_config();
     config.databases = vec![("limited".into(), database_url(&db, &role))];
     let h = Herald::start_with(pool.clone(), config).await;
+    h.engine.grant_database("default", "limited").await.unwrap();
     let url = "http://127.0.0.1:9/hook";
 
     let cases = [
@@ -235,6 +236,7 @@ async fn another_database_delivers_through_its_outbox(pool: PgPool) {
     let mut config = test_config();
     config.databases = vec![("shop".into(), shop_url)];
     let h = Herald::start_with(pool.clone(), config).await;
+    h.engine.grant_database("default", "shop").await.unwrap();
     let rx = Receiver::start().await;
     let (status, reply) =
         db_trigger(&h, "carts", "DB_INSERT", &rx.url("/c"), json!({"db": "shop", "table": "carts"})).await;

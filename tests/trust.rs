@@ -520,3 +520,65 @@ async fn a_node_settles_only_its_own_file_intents(pool: PgPool) {
     std::fs::remove_dir_all(a.config().files_dir.join("default/big")).unwrap();
     assert_eq!(a.reconcile_intents().await.unwrap(), 1);
 }
+
+/// Item 4: a project may watch tables only in the database aliases granted to it.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn database_triggers_need_a_grant(pool: PgPool) {
+    sqlx::query("CREATE TABLE orders (id int PRIMARY KEY, item text)").execute(&pool).await.unwrap();
+    let h = Herald::start(pool.clone()).await;
+    let rx = Receiver::start().await;
+    h.engine.create_project("tenant-b").await.unwrap();
+    let key_b = h.engine.create_api_key("tenant-b", herald::engine::projects::Role::Admin, "b").await.unwrap();
+    let create_b = |name: &str, options: serde_json::Value| {
+        let body = json!({"name": name, "source": "database", "type": "DB_INSERT", "url": rx.url("/b"), "options": options});
+        let req = h.http.post(format!("{}/v1/api/tenant-b/eventing/triggers", h.base)).bearer_auth(&key_b).json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+
+    // Project B's own admin key cannot capture the default database's rows...
+    let (status, reply) = create_b("steal", json!({"db": "default", "table": "orders"})).await;
+    assert_eq!(status, 403, "{reply}");
+    let msg = reply["error"].as_str().unwrap();
+    assert!(msg.contains("herald database grant --project tenant-b --db default"), "{msg}");
+    // ...until an operator grants it.
+    assert!(h.engine.grant_database("tenant-b", "default").await.unwrap());
+    let (status, reply) = create_b("orders", json!({"db": "default", "table": "orders"})).await;
+    assert_eq!(status, 201, "{reply}");
+    sqlx::query("INSERT INTO orders VALUES (1, 'lamp')").execute(&pool).await.unwrap();
+    wait_for(Duration::from_secs(10), || async { (rx.count() == 1).then_some(()) }).await;
+    // A revoked grant stops the capture at once.
+    assert!(h.engine.revoke_database("tenant-b", "default").await.unwrap());
+    sqlx::query("INSERT INTO orders VALUES (2, 'desk')").execute(&pool).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rx.count(), 1, "nothing captured after the revoke");
+    let grants = h.engine.list_database_grants(None).await.unwrap();
+    assert_eq!(grants.iter().map(|g| (g.project.as_str(), g.alias.as_str())).collect::<Vec<_>>(), [("default", "default")]);
+}
+
+/// Item 4: Herald's own tables (`projects` holds every project's secrets) can
+/// never be watched, even through another alias that reaches Herald's database,
+/// and even by a project that holds that alias.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn heralds_own_tables_are_refused_through_every_alias(pool: PgPool) {
+    let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&pool).await.unwrap();
+    sqlx::query("CREATE TABLE orders (id int PRIMARY KEY, item text)").execute(&pool).await.unwrap();
+    let mut config = common::test_config();
+    config.databases = vec![("mirror".into(), common::database_url(&db, "postgres"))];
+    let h = Herald::start_with(pool.clone(), config).await;
+    h.engine.grant_database("default", "mirror").await.unwrap();
+    for table in ["projects", "public.api_keys", "event_logs", "database_grants"] {
+        let (status, reply) = h
+            .post("/v1/api/default/eventing/triggers",
+                json!({"name": "leak", "source": "database", "type": "DB_INSERT", "url": "http://127.0.0.1:9/leak",
+                       "options": {"db": "mirror", "table": table}}))
+            .await;
+        assert!(status == 400 || status == 422, "{table}: {status} {reply}");
+        assert!(reply["error"].as_str().unwrap().contains("belongs to Herald"), "{table}: {reply}");
+    }
+    let tables = h.engine.list_tables("mirror").await.unwrap();
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["public.orders"], "only the user's own table");
+}

@@ -76,6 +76,7 @@ impl From<EngineError> for ApiError {
             EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
             EngineError::NotFound(_) => StatusCode::NOT_FOUND,
             EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::Forbidden(_) => StatusCode::FORBIDDEN,
             EngineError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             EngineError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,

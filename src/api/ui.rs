@@ -327,6 +327,41 @@ pub async fn revoke_api_key(project: String, id: String) -> Result<(), AppError>
     .await
 }
 
+/// Every database alias Herald knows, and whether the project may watch its
+/// tables. Mission Control's accounts are operators: they grant and revoke.
+#[server(endpoint = "database_grants")]
+pub async fn database_grants(project: String) -> Result<Vec<(String, bool)>, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        let granted = engine.list_database_grants(Some(&project)).await.map_err(server::engine_error)?;
+        Ok(engine
+            .databases()
+            .aliases()
+            .into_iter()
+            .map(|alias| {
+                let held = granted.iter().any(|g| g.alias == alias);
+                (alias, held)
+            })
+            .collect())
+    })
+    .await
+}
+
+/// Grants or revokes one database alias for the project.
+#[server(endpoint = "set_database_grant")]
+pub async fn set_database_grant(project: String, alias: String, granted: bool) -> Result<(), AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        let done = if granted {
+            engine.grant_database(&project, &alias).await
+        } else {
+            engine.revoke_database(&project, &alias).await
+        };
+        done.map(|_| ()).map_err(server::engine_error)
+    })
+    .await
+}
+
 /// The project's JWT secret and signing secret, shown on request.
 #[server(endpoint = "project_secrets")]
 pub async fn project_secrets(project: String) -> Result<(String, String), AppError> {
@@ -415,7 +450,7 @@ mod server {
     /// Maps engine errors; an `Invalid` message starting with `field` names the field.
     pub fn engine_error(e: EngineError) -> AppError {
         match e {
-            EngineError::Invalid(message) => {
+            EngineError::Invalid(message) | EngineError::Forbidden(message) => {
                 let field = message.strip_prefix('`').and_then(|m| m.split_once('`')).map(|(f, _)| f.to_string());
                 AppError::Invalid { field, message }
             }

@@ -37,7 +37,8 @@ const DRAIN_BATCH: i64 = 1000;
 
 /// Herald's tables in its own database: watching them would feed Herald its own
 /// writes.
-const HERALD_TABLES: [&str; 9] = [
+const HERALD_TABLES: [&str; 10] = [
+    "public.database_grants",
     "public.projects",
     "public.api_keys",
     "public.event_triggers",
@@ -48,6 +49,12 @@ const HERALD_TABLES: [&str; 9] = [
     "public.file_intents",
     "public._sqlx_migrations",
 ];
+/// Whether a database holds Herald's own tables: the alias `default`, or any other
+/// alias that reaches Herald's database (or another Herald's). Its `projects` table
+/// holds every project's secrets.
+const IS_HERALD_DATABASE: &str = "SELECT to_regclass('public.event_logs') IS NOT NULL
+    AND to_regclass('public.invocation_logs') IS NOT NULL AND to_regclass('public.projects') IS NOT NULL";
+
 /// Schemas that never hold user tables.
 const HIDDEN_SCHEMAS: [&str; 4] = ["information_schema", "herald", "tower_sessions", "pg_catalog"];
 
@@ -217,11 +224,20 @@ impl Engine {
             .fetch_all(pool)
             .await
             .map_err(|e| unreachable(alias, e))?;
+        let herald = self.is_herald_database(alias, pool).await?;
         Ok(rows
             .into_iter()
-            .filter(|r| alias != DEFAULT_ALIAS || !HERALD_TABLES.contains(&r.qualified().as_str()))
+            .filter(|r| !herald || !HERALD_TABLES.contains(&r.qualified().as_str()))
             .map(|r| TableInfo { name: r.qualified(), primary_key: r.primary_key, can_trigger: r.can_trigger })
             .collect())
+    }
+
+    /// Whether the database behind `alias` holds Herald's tables (see [`IS_HERALD_DATABASE`]).
+    async fn is_herald_database(&self, alias: &str, pool: &PgPool) -> Result<bool, EngineError> {
+        if alias == DEFAULT_ALIAS {
+            return Ok(true);
+        }
+        sqlx::query_scalar(IS_HERALD_DATABASE).fetch_one(pool).await.map_err(|e| unreachable(alias, e))
     }
 
     /// Checks that a table can be watched: it exists, it is not Herald's, and
@@ -238,7 +254,7 @@ impl Engine {
         let qualified = format!("{schema}.{name}");
         if HIDDEN_SCHEMAS.contains(&schema)
             || schema.starts_with("pg_")
-            || (alias == DEFAULT_ALIAS && HERALD_TABLES.contains(&qualified.as_str()))
+            || (HERALD_TABLES.contains(&qualified.as_str()) && self.is_herald_database(alias, pool).await?)
         {
             return Err(EngineError::Invalid(format!(
                 "`options.table`: {qualified} belongs to Herald or PostgreSQL and cannot be watched"

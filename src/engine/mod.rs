@@ -7,6 +7,7 @@ pub mod dbevents;
 pub mod deliver;
 pub mod dispatch;
 pub mod files;
+pub mod grants;
 pub mod guard;
 pub mod logs;
 pub mod projects;
@@ -37,6 +38,9 @@ pub enum EngineError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Not allowed for this caller; the message says who may allow it.
+    #[error("{0}")]
+    Forbidden(String),
     /// A body over a size limit.
     #[error("{0}")]
     TooLarge(String),

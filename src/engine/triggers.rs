@@ -166,7 +166,7 @@ impl Engine {
     /// its row trigger before this returns; if that fails, nothing is saved.
     pub async fn create_trigger(&self, project: &str, input: TriggerInput) -> Result<Trigger, EngineError> {
         let mut t = input.into_trigger(None)?;
-        self.check_source(&mut t).await?;
+        self.check_source(project, &mut t).await?;
         match store::triggers::insert(self.pool(), project, &t).await {
             Ok(()) => {}
             Err(e) if store::is_unique_violation(&e) => {
@@ -185,7 +185,7 @@ impl Engine {
     /// Replaces a trigger's settings; the name stays.
     pub async fn update_trigger(&self, project: &str, name: &str, input: TriggerInput) -> Result<Trigger, EngineError> {
         let mut t = input.into_trigger(Some(name))?;
-        self.check_source(&mut t).await?;
+        self.check_source(project, &mut t).await?;
         self.replace_trigger(project, t).await
     }
 
@@ -244,7 +244,7 @@ impl Engine {
 
     /// Checks a database or file trigger's `options` against the world and writes
     /// them back in their one normal form.
-    async fn check_source(&self, t: &mut Trigger) -> Result<(), EngineError> {
+    async fn check_source(&self, project: &str, t: &mut Trigger) -> Result<(), EngineError> {
         let string = |key: &str| -> Result<Option<String>, EngineError> {
             match t.options.get(key) {
                 None | Some(serde_json::Value::Null) => Ok(None),
@@ -257,6 +257,8 @@ impl Engine {
             Source::Database => {
                 let alias = string("db")?.filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_ALIAS.to_string());
                 let table = string("table")?.unwrap_or_default();
+                self.databases().get(&alias)?;
+                self.require_grant(project, &alias).await?;
                 let info = self.resolve_table(&alias, &table).await?;
                 t.options = serde_json::Map::from_iter([
                     ("db".to_string(), alias.into()),

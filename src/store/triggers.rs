@@ -158,13 +158,17 @@ pub async fn delete(pool: &PgPool, project: &str, name: &str) -> Result<Option<u
     Ok(Some(cancelled))
 }
 
-/// The event types of the enabled database triggers watching one table, sorted.
+/// A database trigger's project holds a grant on its alias (`t` is the trigger).
+const GRANTED: &str = "EXISTS (SELECT 1 FROM database_grants g WHERE g.project = t.project AND g.alias = t.options->>'db')";
+
+/// The event types of the enabled database triggers watching one table whose
+/// projects hold a grant on the alias, sorted.
 pub async fn watched_ops(pool: &PgPool, alias: &str, table: &str) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT DISTINCT type FROM event_triggers
-         WHERE source = 'database' AND enabled AND options->>'db' = $1 AND options->>'table' = $2
-         ORDER BY type",
-    )
+    sqlx::query_scalar(&format!(
+        "SELECT DISTINCT type FROM event_triggers t
+         WHERE source = 'database' AND enabled AND options->>'db' = $1 AND options->>'table' = $2 AND {GRANTED}
+         ORDER BY type"
+    ))
     .bind(alias)
     .bind(table)
     .fetch_all(pool)
@@ -182,12 +186,68 @@ pub async fn watched_tables(pool: &PgPool, alias: &str) -> Result<Vec<String>, s
     .await
 }
 
-/// (project, type, table) of every enabled database trigger on a database alias.
+/// (project, type, table) of every enabled database trigger on a database alias
+/// whose project holds a grant on it.
 pub async fn watchers(pool: &PgPool, alias: &str) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT DISTINCT project, type, options->>'table' FROM event_triggers t
+         WHERE source = 'database' AND enabled AND options->>'db' = $1 AND options ? 'table' AND {GRANTED}"
+    ))
+    .bind(alias)
+    .fetch_all(pool)
+    .await
+}
+
+/// Whether `project` may watch tables of the database `alias`.
+pub async fn is_granted(pool: &PgPool, project: &str, alias: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM database_grants WHERE project = $1 AND alias = $2)")
+        .bind(project)
+        .bind(alias)
+        .fetch_one(pool)
+        .await
+}
+
+/// Grants `project` the database `alias`. Returns false if it already held it.
+pub async fn grant(pool: &PgPool, project: &str, alias: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("INSERT INTO database_grants (project, alias) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(project)
+        .bind(alias)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Takes the database `alias` back from `project`. Returns false if it did not hold it.
+pub async fn revoke(pool: &PgPool, project: &str, alias: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM database_grants WHERE project = $1 AND alias = $2")
+        .bind(project)
+        .bind(alias)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Every grant, or one project's: (project, alias, granted at), sorted.
+pub async fn grants(
+    pool: &PgPool,
+    project: Option<&str>,
+) -> Result<Vec<(String, String, chrono::DateTime<chrono::Utc>)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT DISTINCT project, type, options->>'table' FROM event_triggers
-         WHERE source = 'database' AND enabled AND options->>'db' = $1 AND options ? 'table'",
+        "SELECT project, alias, granted_at FROM database_grants
+         WHERE $1::text IS NULL OR project = $1 ORDER BY project, alias",
     )
+    .bind(project)
+    .fetch_all(pool)
+    .await
+}
+
+/// The tables of one project's database triggers on an alias.
+pub async fn project_tables(pool: &PgPool, project: &str, alias: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT options->>'table' FROM event_triggers
+         WHERE project = $1 AND source = 'database' AND options->>'db' = $2 AND options ? 'table'",
+    )
+    .bind(project)
     .bind(alias)
     .fetch_all(pool)
     .await

@@ -4,7 +4,10 @@
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 
-use crate::api::ui::{list_api_keys, ChangePassword, CreateApiKey, ProjectSecrets, RevokeApiKey, RotateSecret};
+use crate::api::ui::{
+    database_grants, list_api_keys, ChangePassword, CreateApiKey, ProjectSecrets, RevokeApiKey, RotateSecret,
+    SetDatabaseGrant,
+};
 use crate::app::use_project;
 
 fn utc(t: DateTime<Utc>) -> String {
@@ -42,6 +45,57 @@ pub fn ProjectSettings() -> impl IntoView {
         </section>
         <ApiKeys/>
         <Secrets/>
+        <DatabaseGrants/>
+    }
+}
+
+/// Which database aliases the project's database triggers may watch (SPEC §8).
+#[component]
+fn DatabaseGrants() -> impl IntoView {
+    let project = use_project();
+    let set = ServerAction::<SetDatabaseGrant>::new();
+    let grants = Resource::new(move || (project.get(), set.version().get()), |(p, _)| database_grants(p));
+    view! {
+        <section class="panel" aria-labelledby="grants-title">
+            <h2 id="grants-title">"Database grants"</h2>
+            <p class="muted">"Database triggers of this project may watch tables only in the databases granted here. \
+                Herald's own tables can never be watched."</p>
+            {move || set.value().get().and_then(Result::err).map(|e| view! { <p class="error" role="alert">{e.to_string()}</p> })}
+            <Transition fallback=|| view! { <p class="busy">"Loading grants…"</p> }>
+                {move || Suspend::new(async move {
+                    match grants.await {
+                        Err(e) => view! { <div class="notice" role="alert">{e.to_string()}</div> }.into_any(),
+                        Ok(list) => view! {
+                            <table class="table grants">
+                                <thead><tr><th>"Database"</th><th>"Access"</th><th>"Actions"</th></tr></thead>
+                                <tbody>
+                                    {list.into_iter().map(|(alias, granted)| {
+                                        let a = alias.clone();
+                                        view! {
+                                            <tr data-db=alias.clone()>
+                                                <td><code>{alias.clone()}</code></td>
+                                                <td>{if granted {
+                                                    view! { <span class="badge processed">"granted"</span> }.into_any()
+                                                } else {
+                                                    view! { <span class="badge cancelled">"not granted"</span> }.into_any()
+                                                }}</td>
+                                                <td class="actions">
+                                                    <button disabled=move || set.pending().get() on:click=move |_| {
+                                                        set.dispatch(SetDatabaseGrant {
+                                                            project: project.get_untracked(), alias: a.clone(), granted: !granted,
+                                                        });
+                                                    }>{if granted { "Revoke" } else { "Grant" }}</button>
+                                                </td>
+                                            </tr>
+                                        }
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        }.into_any(),
+                    }
+                })}
+            </Transition>
+        </section>
     }
 }
 
