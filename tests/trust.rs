@@ -582,3 +582,94 @@ async fn heralds_own_tables_are_refused_through_every_alias(pool: PgPool) {
     let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["public.orders"], "only the user's own table");
 }
+
+/// Item 8: synchronous events take delivery slots like any other delivery: with
+/// two slots, four synchronous events to a slow receiver run two at a time.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn synchronous_events_take_delivery_slots(pool: PgPool) {
+    let mut config = common::test_config();
+    config.concurrency = 2;
+    let h = Herald::start_with(pool, config).await;
+    let rx = Receiver::start().await;
+    rx.always(Reply::json(200, json!({"response": "ok"})).delayed(Duration::from_millis(1000)));
+    h.trigger("slow", "slow", &rx.url("/slow"), json!({})).await;
+    let calls = (0..4).map(|_| h.queue(json!({"type": "slow", "isSynchronous": true})));
+    for (status, reply) in futures_util::future::join_all(calls).await {
+        assert_eq!(status, 200, "{reply}");
+    }
+    let mut arrivals: Vec<std::time::Instant> = rx.received().iter().map(|r| r.at).collect();
+    arrivals.sort();
+    assert_eq!(arrivals.len(), 4);
+    for (i, a) in arrivals.iter().enumerate() {
+        let overlapping = arrivals[i..].iter().filter(|b| b.duration_since(*a) < Duration::from_millis(900)).count();
+        assert!(overlapping <= 2, "{overlapping} requests at once with 2 delivery slots");
+    }
+}
+
+/// Item 8: a synchronous event's retry due after its deadline is made by the
+/// dispatchers, not held in the memory of the node that answered 504.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn a_synchronous_retry_after_the_deadline_goes_to_the_dispatchers(pool: PgPool) {
+    let mut config = common::test_config();
+    config.sync_timeout = Duration::from_millis(1000);
+    let h = Herald::start_with(pool.clone(), config).await;
+    let rx = Receiver::start().await;
+    rx.script([Reply::status(503).header("retry-after", "2")]);
+    h.trigger("later", "later", &rx.url("/later"), json!({})).await;
+    let (status, reply) = h.queue(json!({"type": "later", "isSynchronous": true})).await;
+    assert_eq!(status, 504, "the delivery goes on in the background: {reply}");
+    let event_id = reply["eventId"].as_str().unwrap();
+    let log = &h.logs(event_id).await[0];
+    assert_eq!((log.status, log.attempts), (Status::Pending, 1));
+    let holder: Option<uuid::Uuid> = sqlx::query_scalar("SELECT leased_by FROM event_logs WHERE id = $1")
+        .bind(log.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(holder, None, "no node holds it in memory");
+    assert_eq!(h.settled(event_id).await, vec![Status::Processed]);
+    assert_eq!(rx.count(), 2);
+}
+
+/// Item 10: a lease outlives the recording of its attempt. Recording is stalled
+/// (the invocation table locked by another session) for longer than the lease:
+/// the event log must not be taken over and delivered a second time.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn a_lease_outlives_a_slow_recording(pool: PgPool) {
+    let h = Herald::start(pool.clone()).await;
+    let rx = Receiver::start().await;
+    h.trigger("t", "t", &rx.url("/t"), json!({"timeoutMs": 100})).await;
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE invocation_logs IN EXCLUSIVE MODE").execute(&mut *blocker).await.unwrap();
+    let (_, reply) = h.queue(json!({"type": "t"})).await;
+    let event_id = reply["eventId"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(5), || async { (rx.count() == 1).then_some(()) }).await;
+    // The lease is the timeout (0.1 s) plus the margin (1 s); recording waits 3 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    blocker.commit().await.unwrap();
+    assert_eq!(h.settled(&event_id).await, vec![Status::Processed]);
+    assert_eq!(h.logs(&event_id).await[0].attempts, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.count(), 1, "delivered again while its first attempt was being recorded");
+}
+
+/// Item 10: shutdown hands back leases only once the attempts still running after
+/// the grace period have stopped.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn shutdown_stops_running_attempts_before_handing_their_leases_back(pool: PgPool) {
+    let mut config = common::test_config();
+    config.shutdown_grace = Duration::from_millis(300);
+    let h = Herald::start_with(pool.clone(), config).await;
+    let rx = Receiver::start().await;
+    rx.always(Reply::status(200).delayed(Duration::from_secs(5)));
+    h.trigger("slow", "slow", &rx.url("/slow"), json!({"timeoutMs": 10000})).await;
+    let (_, reply) = h.queue(json!({"type": "slow"})).await;
+    let event_id = reply["eventId"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(5), || async { (rx.count() == 1).then_some(()) }).await;
+    let started = std::time::Instant::now();
+    h.engine.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(4), "shutdown waited for the slow attempt: {:?}", started.elapsed());
+    assert_eq!(h.engine.in_flight(), 0, "an attempt still runs after its lease was handed back");
+    let log = &h.logs(&event_id).await[0];
+    assert_eq!((log.status, log.attempts), (Status::Pending, 0), "handed back, for another node");
+}

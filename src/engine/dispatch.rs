@@ -33,6 +33,7 @@ impl Engine {
         let mut workers = vec![
             tokio::spawn(self.clone().listen()),
             tokio::spawn(self.clone().sweep_expired_leases()),
+            tokio::spawn(self.clone().renew_leases_loop()),
             tokio::spawn(self.clone().dispatch_loop()),
             tokio::spawn(self.clone().reconcile_loop()),
             tokio::spawn(self.clone().completion_loop()),
@@ -47,15 +48,23 @@ impl Engine {
         workers
     }
 
-    /// Stops claiming, lets in-flight attempts finish within the grace period, then
-    /// gives back every lease this node still holds so another node can take over.
+    /// Stops claiming, lets in-flight attempts finish within the grace period,
+    /// stops the attempts still running, then gives back every lease this node
+    /// still holds so another node can take over. No attempt of this node is
+    /// running when its lease is handed back.
     pub async fn shutdown(&self) {
         self.0.shutdown.cancel();
         self.0.tasks.close();
         if tokio::time::timeout(self.config().shutdown_grace, self.0.tasks.wait()).await.is_err() {
-            tracing::warn!(running = self.0.tasks.len(), "shutdown grace period over; abandoning deliveries");
+            tracing::warn!(running = self.0.tasks.len(), "shutdown grace period over; stopping the attempts still running");
+            self.0.abandon.cancel();
+            // They stop at once; what they already recorded stays recorded.
+            if tokio::time::timeout(Duration::from_secs(5), self.0.tasks.wait()).await.is_err() {
+                tracing::warn!(running = self.0.tasks.len(), "deliveries did not stop; their leases will expire instead");
+            }
         }
-        match store::release(self.pool(), self.node_id()).await {
+        let still_held: Vec<uuid::Uuid> = self.held_leases();
+        match store::release(self.pool(), self.node_id(), &still_held).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "released leases for other nodes"),
             Err(e) => tracing::warn!(error = %e, "could not release leases; they will expire instead"),
@@ -119,8 +128,10 @@ impl Engine {
 
     fn spawn_delivery(&self, job: Job, permit: OwnedSemaphorePermit) {
         let engine = self.clone();
+        let held = self.hold_lease(job.id);
         self.0.tasks.spawn(async move {
-            engine.deliver_job(job, false).await;
+            engine.deliver_job(job, None).await;
+            drop(held);
             drop(permit);
             // A slot is free: the dispatcher may be waiting for one.
             if engine.0.slots.available_permits() * 2 >= engine.config().concurrency {
@@ -247,6 +258,43 @@ impl Engine {
         }
     }
 
+    /// Marks an event log as worked on by this node until the guard is dropped:
+    /// its lease is renewed meanwhile.
+    pub(crate) fn hold_lease(&self, log_id: uuid::Uuid) -> HeldLease {
+        self.0.held.lock().unwrap_or_else(|p| p.into_inner()).insert(log_id);
+        HeldLease { engine: self.clone(), log_id }
+    }
+
+    fn held_leases(&self) -> Vec<uuid::Uuid> {
+        self.0.held.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+    }
+
+    /// Renews the leases of the event logs this node is working on, a few times
+    /// per lease margin, so that a lease outlives the recording of its attempt
+    /// however long commits lag. Only leases close to their end are written: a
+    /// delivery that ends in time costs nothing here. A node that dies stops
+    /// renewing, and its leases expire within one margin.
+    async fn renew_leases_loop(self) {
+        let cancel = self.0.shutdown.clone();
+        let margin = self.config().lease_margin;
+        let every = (margin / 3).max(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = cancel.cancelled() => return,
+            }
+            let held = self.held_leases();
+            if held.is_empty() {
+                continue;
+            }
+            match store::renew_leases(self.pool(), self.node_id(), &held, margin).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(renewed = n, "renewed the leases of slow deliveries"),
+                Err(e) => tracing::warn!(error = %e, "cannot renew leases"),
+            }
+        }
+    }
+
     /// Makes work whose node died due again, a few times per lease margin.
     async fn sweep_expired_leases(self) {
         let cancel = self.0.shutdown.clone();
@@ -264,10 +312,11 @@ impl Engine {
         }
     }
 
-    /// Delivers one claimed event log. With `hold`, this node keeps the lease and
-    /// makes the retries itself (synchronous events); otherwise it makes one
-    /// attempt and leaves any retry to whichever node claims it next.
-    pub(crate) async fn deliver_job(&self, mut job: Job, hold: bool) -> DeliveryOutcome {
+    /// Delivers one claimed event log: one attempt, leaving any retry to whichever
+    /// node claims it next. With `hold_until` (a synchronous event's deadline),
+    /// this node keeps the lease and makes the retries due before that deadline
+    /// itself; a retry due later goes to the dispatchers like any other.
+    pub(crate) async fn deliver_job(&self, mut job: Job, hold_until: Option<std::time::Instant>) -> DeliveryOutcome {
         let mut outcome = DeliveryOutcome {
             log_id: job.id,
             trigger: job.trigger_name.clone(),
@@ -287,7 +336,11 @@ impl Engine {
         loop {
             let attempt_no = job.attempts + 1;
             let guard = self.config().network_guard.as_ref();
-            let a = deliver::attempt(&self.0.http, guard, self.node_id(), &job, timeout).await;
+            let a = tokio::select! {
+                a = deliver::attempt(&self.0.http, guard, self.node_id(), &job, timeout) => a,
+                // Shutdown's grace period is over: stop, and let the lease be handed back.
+                _ = self.0.abandon.cancelled() => return outcome,
+            };
             let now = Utc::now();
             let next = match &a.verdict {
                 Verdict::Delivered => Next::Processed,
@@ -296,6 +349,7 @@ impl Engine {
                 Verdict::Retryable { retry_after } => {
                     let wait = self.config().retry.next_delay_random(attempt_no as u32, *retry_after);
                     let at = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
+                    let hold = hold_until.is_some_and(|deadline| std::time::Instant::now() + wait < deadline);
                     if hold {
                         let lease = chrono::Duration::from_std(timeout + self.config().lease_margin)
                             .unwrap_or(chrono::Duration::minutes(6));
@@ -323,7 +377,7 @@ impl Engine {
             let done = Completion { log_id: job.id, attempt: attempt_no, next: next.clone(), invocation: a.invocation };
             // A synchronous caller is waiting on this very attempt: record it at once
             // rather than through the completer's queue.
-            let recorded = if hold {
+            let recorded = if hold_until.is_some() {
                 store::complete(self.writer(), self.node_id(), &done).await.map_err(|e| e.to_string())
             } else {
                 self.complete(done).await
@@ -350,6 +404,18 @@ impl Engine {
             }
             job.attempts = attempt_no;
         }
+    }
+}
+
+/// An event log this node is working on; see [`Engine::hold_lease`].
+pub(crate) struct HeldLease {
+    engine: Engine,
+    log_id: uuid::Uuid,
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.engine.0.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.log_id);
     }
 }
 

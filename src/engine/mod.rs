@@ -151,6 +151,14 @@ struct Inner {
     slots: Arc<Semaphore>,
     /// Every delivery task, so that shutdown can wait for them.
     tasks: TaskTracker,
+    /// The event logs this node holds a lease on and is working on (waiting for a
+    /// slot, making the attempt, or recording it): their leases are renewed while
+    /// the node lives, so a lease always outlives the recording of its attempt.
+    held: std::sync::Mutex<std::collections::HashSet<Uuid>>,
+    /// Cancelled when shutdown's grace period is over: attempts still running stop
+    /// before their leases are handed back, so no attempt runs while another node
+    /// makes the same delivery.
+    abandon: CancellationToken,
     /// Attempts waiting to be recorded by the completer, many per transaction.
     completions: tokio::sync::mpsc::UnboundedSender<dispatch::PendingCompletion>,
     completion_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<dispatch::PendingCompletion>>>,
@@ -190,6 +198,8 @@ impl Engine {
             http,
             wake: Notify::new(),
             tasks: TaskTracker::new(),
+            held: std::sync::Mutex::new(std::collections::HashSet::new()),
+            abandon: CancellationToken::new(),
             shutdown: CancellationToken::new(),
         }))
     }

@@ -46,13 +46,40 @@ impl Engine {
             });
         }
 
-        // Every event log of a synchronous event is leased to this node as it is stored.
+        // Every event log of a synchronous event is leased to this node as it is
+        // stored. Each takes a delivery slot like any other delivery (SPEC §8); one
+        // that finds none free before the deadline is handed to the dispatchers.
+        let deadline = std::time::Instant::now() + self.config().sync_timeout;
         let jobs = std::mem::take(&mut stored.leased);
         let handles: Vec<_> = jobs
             .into_iter()
             .map(|job| {
                 let engine = self.clone();
-                self.0.tasks.spawn(async move { engine.deliver_job(job, true).await })
+                let held = self.hold_lease(job.id);
+                self.0.tasks.spawn(async move {
+                    let _held = held;
+                    let slot = tokio::time::timeout_at(deadline.into(), engine.0.slots.clone().acquire_owned()).await;
+                    match slot {
+                        Ok(Ok(permit)) => {
+                            let outcome = engine.deliver_job(job, Some(deadline)).await;
+                            drop(permit);
+                            outcome
+                        }
+                        _ => {
+                            if let Err(e) = store::release_unstarted(engine.pool(), engine.node_id(), &[job.id]).await {
+                                tracing::warn!(log = %job.id, error = %e, "cannot hand a synchronous delivery to the dispatchers; its lease will expire");
+                            }
+                            super::dispatch::DeliveryOutcome {
+                                log_id: job.id,
+                                trigger: job.trigger_name.clone(),
+                                status: Status::Pending,
+                                status_code: None,
+                                duration_ms: None,
+                                response: None,
+                            }
+                        }
+                    }
+                })
             })
             .collect();
         let all = futures_util::future::join_all(handles);
@@ -87,10 +114,22 @@ impl Engine {
             })
             .collect();
         let ok = outcomes.iter().any(|o| o.status == Status::Processed);
+        // A delivery whose next retry falls after the deadline was handed to the
+        // dispatchers: it has not failed, it goes on in the background.
+        let going_on = outcomes.iter().any(|o| !o.status.is_final());
         let mut body = json!({"result": result, "eventId": event_id, "deliveries": deliveries});
-        if !ok {
+        let status = if ok {
+            SyncStatus::Ok
+        } else if going_on {
+            body["error"] = json!(format!(
+                "the deliveries did not succeed within {} ms; their retries go on in the background",
+                self.config().sync_timeout.as_millis()
+            ));
+            SyncStatus::Timeout
+        } else {
             body["error"] = json!("every delivery failed");
-        }
-        Ok(SyncReply { status: if ok { SyncStatus::Ok } else { SyncStatus::AllFailed }, body })
+            SyncStatus::AllFailed
+        };
+        Ok(SyncReply { status, body })
     }
 }

@@ -425,17 +425,50 @@ pub async fn requeue_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
     notify_if(pool, r.rows_affected()).await
 }
 
-/// Gives back every lease `node` holds, at shutdown, once its attempts have
-/// stopped: the logs are due again for another node, with no attempt counted.
-pub async fn release(pool: &PgPool, node: Uuid) -> Result<u64, sqlx::Error> {
+/// Gives back every lease `node` holds but those in `keep` (still being worked
+/// on), at shutdown, once its attempts have stopped: the logs are due again for
+/// another node, with no attempt counted.
+pub async fn release(pool: &PgPool, node: Uuid, keep: &[Uuid]) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE event_logs SET status = 'pending', lease_until = NULL, leased_by = NULL, updated_at = now()
-         WHERE status = 'processing' AND leased_by = $1",
+         WHERE status = 'processing' AND leased_by = $1 AND id <> ALL($2)",
     )
     .bind(node)
+    .bind(keep)
     .execute(pool)
     .await?;
     notify_if(pool, r.rows_affected()).await
+}
+
+/// Gives back the leases of these event logs, which `node` never started on
+/// (a synchronous event that found no free delivery slot before its deadline):
+/// due again for any node, with no attempt counted.
+pub async fn release_unstarted(pool: &PgPool, node: Uuid, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE event_logs SET status = 'pending', lease_until = NULL, leased_by = NULL, updated_at = now()
+         WHERE id = ANY($2) AND status = 'processing' AND leased_by = $1",
+    )
+    .bind(node)
+    .bind(ids)
+    .execute(pool)
+    .await?;
+    notify_if(pool, r.rows_affected()).await
+}
+
+/// Extends to `margin` from now the leases `node` holds on these event logs that
+/// end sooner than that. Returns how many it extended.
+pub async fn renew_leases(pool: &PgPool, node: Uuid, ids: &[Uuid], margin: Duration) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE event_logs SET lease_until = now() + make_interval(secs => $3)
+         WHERE id = ANY($2) AND leased_by = $1 AND status = 'processing'
+           AND lease_until < now() + make_interval(secs => $3)",
+    )
+    .bind(node)
+    .bind(ids)
+    .bind(margin.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
 }
 
 /// Gives back the leases `node` took before `before`: at start-up, those of its
