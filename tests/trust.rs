@@ -351,6 +351,11 @@ async fn metrics_can_require_a_bearer_token(pool: PgPool) {
 /// the runtime's thread it stood still for the length of every check.
 #[sqlx::test(migrator = "herald::store::MIGRATOR")]
 async fn password_checks_leave_the_runtime_free(pool: PgPool) {
+    assert_eq!(
+        tokio::runtime::Handle::current().runtime_flavor(),
+        tokio::runtime::RuntimeFlavor::CurrentThread,
+        "the measure needs a one-thread runtime"
+    );
     let engine = herald::engine::Engine::new(pool, uuid::Uuid::new_v4(), common::test_config());
     engine.set_admin_password("admin", "the right password").await.unwrap();
     let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
