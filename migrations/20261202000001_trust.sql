@@ -35,3 +35,10 @@ CREATE TABLE database_grants (
     PRIMARY KEY (project, alias)
 );
 INSERT INTO database_grants (project, alias) VALUES ('default', 'default');
+-- The operator's own project keeps the aliases its database triggers use; other
+-- projects' triggers wait for a grant (Herald names them in its log at start).
+INSERT INTO database_grants (project, alias)
+    SELECT DISTINCT project, options->>'db' FROM event_triggers
+    WHERE source = 'database' AND project = 'default' AND options->>'db' IS NOT NULL
+      AND options->>'db' ~ '^[a-z0-9_-]{1,63}$'
+ON CONFLICT DO NOTHING;

@@ -295,9 +295,24 @@ fn allow_user_to_search(dir: &Path, uid: u32) -> Result<()> {
     let name = NAME.as_ptr() as *const libc::c_char;
 
     let mut entries: Vec<(u16, u16, u32)> = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: path and name are NUL-terminated; buf is writable for its length.
-    let n = unsafe { libc::getxattr(path.as_ptr(), name, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+    // SAFETY: path and name are NUL-terminated; a null buffer of size 0 asks for the size.
+    let size = unsafe { libc::getxattr(path.as_ptr(), name, std::ptr::null_mut(), 0) };
+    if size < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENODATA) {
+            return Err(e.into());
+        }
+    }
+    let mut buf = vec![0u8; size.max(0) as usize];
+    // SAFETY: as above; buf is writable for its length.
+    let n = if buf.is_empty() {
+        0
+    } else {
+        unsafe { libc::getxattr(path.as_ptr(), name, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) }
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
     if n > 4 {
         for e in buf[4..n as usize].chunks_exact(8) {
             let tag = u16::from_le_bytes([e[0], e[1]]);

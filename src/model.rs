@@ -169,6 +169,19 @@ pub struct LogDetail {
     pub invocations: Vec<Invocation>,
 }
 
+/// Failed event logs of one trigger with the same last error (SPEC §9).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterGroup {
+    pub trigger: String,
+    /// The last error they share ("" when none was recorded).
+    pub error: String,
+    pub count: i64,
+    pub oldest: DateTime<Utc>,
+    pub newest: DateTime<Utc>,
+}
+
 /// The history dashboard's header cards and chart.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

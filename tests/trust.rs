@@ -678,3 +678,22 @@ async fn shutdown_stops_running_attempts_before_handing_their_leases_back(pool: 
     let log = &h.logs(&event_id).await[0];
     assert_eq!((log.status, log.attempts), (Status::Pending, 0), "handed back, for another node");
 }
+
+/// Item 3, a race found in review: a claim that read the trigger as disabled sets
+/// a log aside while the enable commits. The lease sweep resumes such logs.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn a_log_set_aside_by_a_claim_racing_an_enable_is_resumed(pool: PgPool) {
+    let h = Herald::start(pool.clone()).await;
+    let rx = Receiver::start().await;
+    h.trigger("hook", "t", &rx.url("/hook"), json!({})).await;
+    set_enabled(&h, "hook", false).await;
+    let (_, reply) = h.queue(json!({"type": "t", "delay": 0.3})).await;
+    assert_eq!(reply["triggers"], 0);
+    // What the losing side of the race leaves: an enabled trigger, a paused log.
+    set_enabled(&h, "hook", true).await;
+    let (_, reply) = h.queue(json!({"type": "t", "delay": 60})).await;
+    let event_id = reply["eventId"].as_str().unwrap().to_string();
+    sqlx::query("UPDATE event_logs SET paused = true, next_attempt_at = now()").execute(&pool).await.unwrap();
+    assert_eq!(h.settled(&event_id).await, vec![Status::Processed]);
+    assert_eq!(rx.count(), 1);
+}

@@ -20,6 +20,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/api/{project}/eventing/logs/{id}/redeliver", post(redeliver))
         .route("/v1/api/{project}/eventing/logs/{id}/cancel", post(cancel))
         .route("/v1/api/{project}/eventing/triggers/{name}/replay", post(replay))
+        .route("/v1/api/{project}/eventing/dead-letters", get(dead_letters))
+        .route("/v1/api/{project}/eventing/settings", get(read_settings).put(write_settings))
 }
 
 fn log_id(id: &str) -> Result<Uuid, ApiError> {
@@ -97,7 +99,65 @@ async fn replay(
             Some(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, format!("`{k}` must be an RFC 3339 string"))),
         }
     };
-    let (from, to) = (field("from")?, field("to")?);
-    let n = state.engine.replay_failed(&project, &name, from.as_deref(), to.as_deref()).await?;
+    let (from, to, error) = (field("from")?, field("to")?, field("error")?);
+    let n = state.engine.replay_failed(&project, &name, from.as_deref(), to.as_deref(), error.as_deref()).await?;
     Ok(Json(json!({"replayed": n})))
+}
+
+/// The `from` and `to` of a dead-letter query.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Window {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/api/{project}/eventing/dead-letters", tag = "logs",
+    params(("project" = String, Path, description = "Project id"), Window), security(("bearer" = [])),
+    responses((status = 200, description = "`{\"groups\": [{trigger, error, count, oldest, newest}]}`: failed event logs \
+        grouped by trigger and last error, largest first; replay a group with the trigger's replay endpoint and its `error`"),
+        (status = 400, body = crate::api::openapi::ErrorBody)))]
+async fn dead_letters(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    axum::extract::Query(window): axum::extract::Query<Window>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &project, &headers, Role::Admin).await?;
+    let groups = state.engine.dead_letters(&project, window.from.as_deref(), window.to.as_deref()).await?;
+    Ok(Json(json!({"groups": groups})))
+}
+
+#[utoipa::path(get, path = "/v1/api/{project}/eventing/settings", tag = "logs",
+    params(("project" = String, Path, description = "Project id")), security(("bearer" = [])),
+    responses((status = 200, description = "`{\"retentionDays\": n}`: ended history older than this is removed")))]
+async fn read_settings(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &project, &headers, Role::Admin).await?;
+    Ok(Json(json!({"retentionDays": state.engine.retention_days(&project).await?})))
+}
+
+#[utoipa::path(put, path = "/v1/api/{project}/eventing/settings", tag = "logs",
+    params(("project" = String, Path, description = "Project id")), security(("bearer" = [])),
+    request_body(content = crate::api::openapi::SettingsBody),
+    responses((status = 200, description = "`{\"retentionDays\": n}`"), (status = 400, body = crate::api::openapi::ErrorBody)))]
+async fn write_settings(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &project, &headers, Role::Admin).await?;
+    let body = json_body(body, state.max_body_bytes)?;
+    let days = match body.get("retentionDays") {
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "`retentionDays` must be a whole number of days")
+        })?,
+        None => return Err(ApiError::new(StatusCode::BAD_REQUEST, "`retentionDays` is required")),
+        Some(_) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "`retentionDays` must be a whole number of days")),
+    };
+    Ok(Json(json!({"retentionDays": state.engine.set_retention_days(&project, days).await?})))
 }

@@ -56,12 +56,23 @@ pub struct TriggerList {
     items: Vec<crate::model::Trigger>,
 }
 
-/// Failed event logs created in [from, to) are replayed; both are optional.
+/// Failed event logs created in [from, to) are replayed; all are optional. With
+/// `error`, only those whose last error is exactly that text (a dead-letter group).
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ReplayBody {
     from: Option<String>,
     to: Option<String>,
+    error: Option<String>,
+}
+
+/// A project's settings.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "camelCase")]
+pub struct SettingsBody {
+    /// Ended event logs older than this many days are removed (1 to 3650; default 30).
+    retention_days: i64,
 }
 
 struct BearerAuth;
@@ -87,6 +98,7 @@ impl Modify for BearerAuth {
         super::triggers::list, super::triggers::create, super::triggers::read, super::triggers::update,
         super::triggers::remove,
         super::logs::list, super::logs::detail, super::logs::redeliver, super::logs::cancel, super::logs::replay,
+        super::logs::dead_letters, super::logs::read_settings, super::logs::write_settings,
         super::files::list_root, super::files::read, super::files::create, super::files::remove,
         openapi_json,
     ),

@@ -6,7 +6,7 @@ use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ApiKey, LogPage, Summary, TableInfo, Trigger};
+use crate::model::{ApiKey, DeadLetterGroup, LogPage, Summary, TableInfo, Trigger};
 
 /// The one error type of the UI's server functions. Internal details stay in the
 /// server log; the browser gets a plain message.
@@ -362,6 +362,50 @@ pub async fn set_database_grant(project: String, alias: String, granted: bool) -
     .await
 }
 
+/// The project's history retention, in days.
+#[server(endpoint = "retention_days")]
+pub async fn retention_days(project: String) -> Result<i32, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        engine.retention_days(&project).await.map_err(server::engine_error)
+    })
+    .await
+}
+
+/// Sets the project's history retention, as typed in Settings.
+#[server(endpoint = "set_retention")]
+pub async fn set_retention(project: String, days: String) -> Result<i32, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        let days: i64 = days.trim().parse().map_err(|_| AppError::Invalid {
+            field: Some("retentionDays".into()),
+            message: format!("`retentionDays`: '{}' is not a whole number of days", days.trim()),
+        })?;
+        engine.set_retention_days(&project, days).await.map_err(|e| server::field_error("retentionDays", e))
+    })
+    .await
+}
+
+/// The dead letters: failed event logs grouped by trigger and last error.
+#[server(endpoint = "dead_letters")]
+pub async fn dead_letters(project: String) -> Result<Vec<DeadLetterGroup>, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        engine.dead_letters(&project, None, None).await.map_err(server::engine_error)
+    })
+    .await
+}
+
+/// Replays one dead-letter group; returns how many event logs are due again.
+#[server(endpoint = "replay_dead_letters")]
+pub async fn replay_dead_letters(project: String, trigger: String, error: String) -> Result<u64, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        engine.replay_failed(&project, &trigger, None, None, Some(&error)).await.map_err(server::engine_error)
+    })
+    .await
+}
+
 /// The project's JWT secret and signing secret, shown on request.
 #[server(endpoint = "project_secrets")]
 pub async fn project_secrets(project: String) -> Result<(String, String), AppError> {
@@ -510,20 +554,29 @@ mod server {
         let throttle = use_context::<std::sync::Arc<LoginThrottle>>().ok_or_else(|| internal("no throttle"))?;
         let source = leptos_axum::extract::<axum::extract::ConnectInfo<SocketAddr>>()
             .await
-            .map(|c| c.0.ip().to_string())
+            .map(|c| throttle_key(c.0.ip()))
             .unwrap_or_else(|_| "unknown".into());
+        if !crate::engine::admins::plausible_username(&user) {
+            return Err(AppError::Invalid { field: None, message: "wrong user name or password".into() });
+        }
         // The wait after failures comes before the check, per address and per
         // user name: guesses sent in parallel are refused, not checked.
-        if let Err(wait) = throttle.begin(&source, &user, std::time::Instant::now()) {
-            return Err(AppError::Invalid {
-                field: None,
-                message: format!(
-                    "too many failed sign-ins for this user name or address; try again in {} s",
-                    wait.as_secs_f64().ceil().max(1.0)
-                ),
-            });
-        }
+        let until = match throttle.begin(&source, &user, std::time::Instant::now()) {
+            Ok(until) => until,
+            Err(wait) => {
+                return Err(AppError::Invalid {
+                    field: None,
+                    message: format!(
+                        "too many failed sign-ins for this user name or address; try again in {} s",
+                        wait.as_secs_f64().ceil().max(1.0)
+                    ),
+                })
+            }
+        };
         if !engine.check_admin_password(&user, &password).await.map_err(engine_error)? {
+            // Answered once the wait is over: a client that waits for the answer
+            // before trying again is never refused.
+            tokio::time::sleep_until(until.into()).await;
             return Err(AppError::Invalid { field: None, message: "wrong user name or password".into() });
         }
         throttle.succeeded(&source, &user);
@@ -533,6 +586,21 @@ mod server {
         remember_password_version(&engine, &user).await?;
         session.insert(USER_KEY, user).await.map_err(internal)?;
         Ok(())
+    }
+
+    /// The address sign-ins are throttled by: an IPv4 address, or an IPv6 /64 (one
+    /// host usually holds a whole /64, so single addresses cost an attacker nothing).
+    fn throttle_key(ip: std::net::IpAddr) -> String {
+        match ip {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => {
+                    let s = v6.segments();
+                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+            },
+        }
     }
 
     pub fn log_id(id: &str) -> Result<uuid::Uuid, AppError> {

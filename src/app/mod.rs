@@ -60,6 +60,10 @@ pub fn App() -> impl IntoView {
                     view=|| view! { <Layout><pages::logs::LogDetailPage/></Layout> }
                 />
                 <Route
+                    path=(StaticSegment("p"), ParamSegment("project"), StaticSegment("dead-letters"))
+                    view=|| view! { <Layout><pages::deadletters::DeadLetters/></Layout> }
+                />
+                <Route
                     path=(StaticSegment("p"), ParamSegment("project"), StaticSegment("settings"))
                     view=|| view! { <Layout><pages::settings::ProjectSettings/></Layout> }
                 />
@@ -127,6 +131,7 @@ fn Header(user: String) -> impl IntoView {
             <nav id="main-nav" class="nav" class:open=open>
                 <A href=move || format!("/p/{}/triggers", project.get())>"Event Triggers"</A>
                 <A href=move || format!("/p/{}/logs", project.get())>"Event Logs"</A>
+                <A href=move || format!("/p/{}/dead-letters", project.get())>"Dead Letters"</A>
                 <A href=move || format!("/p/{}/settings", project.get())>"Settings"</A>
                 <ProjectSwitcher/>
                 <A href=move || format!("/p/{}/account", project.get()) attr:class="user" attr:title="Account: change password">{user}</A>

@@ -45,10 +45,20 @@ fn hash_password(password: &str) -> Result<String, EngineError> {
 
 /// Runs argon2 (tens of milliseconds of CPU by design) on a blocking thread, so
 /// that sign-ins never stall the threads that queue and deliver events (SPEC §8).
+/// Also bounded: each hash takes 19 MiB, and a flood of sign-ins from many
+/// addresses must not make hundreds at once.
 async fn off_the_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, EngineError> {
+    static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+    let _turn = HASHING.acquire().await.map_err(|e| EngineError::Invalid(format!("password hashing failed: {e}")))?;
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| EngineError::Invalid(format!("password hashing failed: {e}")))
+}
+
+/// Whether a user name could name an account (1 to 64 letters, digits and `_.@-`);
+/// one that cannot is refused before any throttling or hashing.
+pub fn plausible_username(user: &str) -> bool {
+    validate_username(user).is_ok()
 }
 
 async fn hash_password_off_the_runtime(password: &str) -> Result<String, EngineError> {

@@ -39,9 +39,13 @@ impl Engine {
             tokio::spawn(self.clone().completion_loop()),
             tokio::spawn(self.clone().enqueue_loop()),
             tokio::spawn(self.clone().refresh_statistics_loop()),
+            tokio::spawn(self.clone().retention_loop()),
         ];
         let engine = self.clone();
-        workers.push(tokio::spawn(async move { engine.sync_all_tables().await }));
+        workers.push(tokio::spawn(async move {
+            engine.warn_about_ungranted_triggers().await;
+            engine.sync_all_tables().await
+        }));
         for alias in self.databases().aliases() {
             workers.push(tokio::spawn(self.clone().drain_loop(alias)));
         }
@@ -64,6 +68,8 @@ impl Engine {
             }
         }
         let still_held: Vec<uuid::Uuid> = self.held_leases();
+        // Leases are renewed up to here: requests drain before shutdown is called.
+        self.0.leases_handed_back.cancel();
         match store::release(self.pool(), self.node_id(), &still_held).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "released leases for other nodes"),
@@ -261,12 +267,12 @@ impl Engine {
     /// Marks an event log as worked on by this node until the guard is dropped:
     /// its lease is renewed meanwhile.
     pub(crate) fn hold_lease(&self, log_id: uuid::Uuid) -> HeldLease {
-        self.0.held.lock().unwrap_or_else(|p| p.into_inner()).insert(log_id);
+        *self.0.held.lock().unwrap_or_else(|p| p.into_inner()).entry(log_id).or_insert(0) += 1;
         HeldLease { engine: self.clone(), log_id }
     }
 
     fn held_leases(&self) -> Vec<uuid::Uuid> {
-        self.0.held.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+        self.0.held.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()
     }
 
     /// Renews the leases of the event logs this node is working on, a few times
@@ -275,7 +281,9 @@ impl Engine {
     /// delivery that ends in time costs nothing here. A node that dies stops
     /// renewing, and its leases expire within one margin.
     async fn renew_leases_loop(self) {
-        let cancel = self.0.shutdown.clone();
+        // Not the shutdown signal: HTTP requests drain after it, and the attempts
+        // they started still need their leases until shutdown hands them back.
+        let cancel = self.0.leases_handed_back.clone();
         let margin = self.config().lease_margin;
         let every = (margin / 3).max(Duration::from_millis(50));
         loop {
@@ -308,6 +316,11 @@ impl Engine {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(requeued = n, "took over event logs whose lease expired"),
                 Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
+            }
+            match store::resume_enabled(self.pool()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(resumed = n, "resumed event logs of enabled triggers"),
+                Err(e) => tracing::warn!(error = %e, "cannot resume the event logs of enabled triggers"),
             }
         }
     }
@@ -415,7 +428,15 @@ pub(crate) struct HeldLease {
 
 impl Drop for HeldLease {
     fn drop(&mut self) {
-        self.engine.0.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.log_id);
+        // Counted: the same event log may be claimed again (a retry due at once)
+        // before the task that held it first has let go.
+        let mut held = self.engine.0.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.log_id) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.log_id);
+            }
+        }
     }
 }
 

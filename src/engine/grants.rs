@@ -68,6 +68,21 @@ impl Engine {
             .collect())
     }
 
+    /// Names, in the log, every database trigger that captures nothing because its
+    /// project holds no grant on its alias (after an upgrade, or a revoke).
+    pub(crate) async fn warn_about_ungranted_triggers(&self) {
+        match store::triggers::ungranted(self.pool()).await {
+            Ok(list) => {
+                for (project, name, alias) in list {
+                    tracing::warn!(project, trigger = name, alias,
+                        "this database trigger captures nothing: its project holds no grant on the alias; \
+                         `herald database grant --project {project} --db {alias}` lets it");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list database triggers without a grant"),
+        }
+    }
+
     async fn resync_project_tables(&self, project: &str, alias: &str) -> Result<(), EngineError> {
         if self.databases().get(alias).is_err() {
             return Ok(());

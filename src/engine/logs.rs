@@ -160,18 +160,33 @@ impl Engine {
         }
     }
 
-    /// Makes every failed event log of a trigger in a time window due again.
+    /// Makes every failed event log of a trigger in a time window due again; with
+    /// `error`, only one dead-letter group (those whose last error is that text).
     pub async fn replay_failed(
         &self,
         project: &str,
         trigger: &str,
         from: Option<&str>,
         to: Option<&str>,
+        error: Option<&str>,
     ) -> Result<u64, EngineError> {
         self.get_trigger(project, trigger).await?;
         let from = from.filter(|s| !s.is_empty()).map(|v| parse_time("from", v)).transpose()?;
         let to = to.filter(|s| !s.is_empty()).map(|v| parse_time("to", v)).transpose()?;
-        Ok(store::replay_failed(self.pool(), project, trigger, from, to).await?)
+        Ok(store::replay_failed(self.pool(), project, trigger, from, to, error).await?)
+    }
+
+    /// The dead letters: failed event logs in a time window, grouped by trigger and
+    /// last error.
+    pub async fn dead_letters(
+        &self,
+        project: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<crate::model::DeadLetterGroup>, EngineError> {
+        let from = from.filter(|s| !s.is_empty()).map(|v| parse_time("from", v)).transpose()?;
+        let to = to.filter(|s| !s.is_empty()).map(|v| parse_time("to", v)).transpose()?;
+        Ok(store::dead_letters(self.pool(), project, from, to).await?)
     }
 }
 

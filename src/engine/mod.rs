@@ -12,6 +12,7 @@ pub mod guard;
 pub mod logs;
 pub mod projects;
 pub mod queue;
+pub mod retention;
 pub mod retry;
 pub mod signin;
 pub mod sync;
@@ -154,7 +155,9 @@ struct Inner {
     /// The event logs this node holds a lease on and is working on (waiting for a
     /// slot, making the attempt, or recording it): their leases are renewed while
     /// the node lives, so a lease always outlives the recording of its attempt.
-    held: std::sync::Mutex<std::collections::HashSet<Uuid>>,
+    held: std::sync::Mutex<std::collections::HashMap<Uuid, u32>>,
+    /// Cancelled once shutdown has handed the leases back: renewal stops there.
+    leases_handed_back: CancellationToken,
     /// Cancelled when shutdown's grace period is over: attempts still running stop
     /// before their leases are handed back, so no attempt runs while another node
     /// makes the same delivery.
@@ -198,7 +201,8 @@ impl Engine {
             http,
             wake: Notify::new(),
             tasks: TaskTracker::new(),
-            held: std::sync::Mutex::new(std::collections::HashSet::new()),
+            held: std::sync::Mutex::new(std::collections::HashMap::new()),
+            leases_handed_back: CancellationToken::new(),
             abandon: CancellationToken::new(),
             shutdown: CancellationToken::new(),
         }))

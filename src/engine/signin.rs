@@ -43,10 +43,11 @@ fn wait_after(attempts: u32) -> Duration {
 impl SignInThrottle {
     /// Called before a password is checked. `Err(wait)` refuses the attempt
     /// unchecked: the address or the user name is still waiting after earlier
-    /// failures (or an attempt in progress). `Ok` counts the attempt as a failure
-    /// until [`SignInThrottle::succeeded`] says otherwise, so parallel guesses
-    /// are refused while one is checked.
-    pub fn begin(&self, address: &str, user: &str, now: Instant) -> Result<(), Duration> {
+    /// failures (or an attempt in progress). `Ok(until)` counts the attempt as a
+    /// failure until [`SignInThrottle::succeeded`] says otherwise, so parallel
+    /// guesses are refused while one is checked; a wrong password is answered no
+    /// sooner than `until`, so a client that waits for the answer is never refused.
+    pub fn begin(&self, address: &str, user: &str, now: Instant) -> Result<Instant, Duration> {
         let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         let user = user.to_lowercase();
@@ -59,14 +60,16 @@ impl SignInThrottle {
         if let Some(until) = blocked {
             return Err(until - now);
         }
+        let mut until = now;
         for (map, key) in [(&mut *addresses, address.to_string()), (&mut *users, user)] {
             make_room(map, &key, now);
             let r = map.entry(key).or_insert(Record { attempts: 0, blocked_until: now, last: now });
             r.attempts += 1;
             r.last = now;
             r.blocked_until = now + wait_after(r.attempts);
+            until = until.max(r.blocked_until);
         }
-        Ok(())
+        Ok(until)
     }
 
     /// The password was right: the address and the user name start over.

@@ -407,6 +407,19 @@ const INTERRUPTED: &str = "attempts = l.attempts + 1,
     last_error = CASE WHEN gone.retries IS NULL THEN 'trigger deleted' ELSE $1 END,
     lease_until = NULL, leased_by = NULL, next_attempt_at = LEAST(l.next_attempt_at, now()), updated_at = now()";
 
+/// Resumes event logs set aside while their trigger was disabled, if it is enabled
+/// now. Enabling a trigger resumes them at once; this catches the few a claim set
+/// aside while the enable committed (served by event_logs_paused).
+pub async fn resume_enabled(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(&format!(
+        "UPDATE event_logs l SET paused = false, updated_at = now()
+         FROM event_triggers t WHERE l.paused AND t.enabled AND {SAME_TRIGGER}"
+    ))
+    .execute(pool)
+    .await?;
+    notify_if(pool, r.rows_affected()).await
+}
+
 /// Makes event logs whose lease expired (their node died, or could not record the
 /// attempt) due again, counting the lost attempt.
 pub async fn requeue_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
@@ -601,7 +614,7 @@ pub async fn complete_batch(pool: &PgPool, node: Uuid, items: &[Completion]) -> 
                 held[range].copy_from_slice(&h);
                 continue;
             }
-            Err(e) if crate::engine::database_away(&e) => return Err(e),
+            Err(e) if !refused_for_its_data(&e) => return Err(e),
             Err(e) => e,
         };
         if range.len() > 1 {
@@ -616,6 +629,20 @@ pub async fn complete_batch(pool: &PgPool, node: Uuid, items: &[Completion]) -> 
         held[range.start] = complete_batch_once(pool, node, std::slice::from_ref(&bare)).await?[0];
     }
     Ok(held)
+}
+
+/// Whether the database refused a statement for the values it holds (data
+/// exceptions, constraint violations, values too large), which splitting the batch
+/// isolates; not for a passing condition (the database away, a deadlock, a
+/// timeout), which the caller retries as it is.
+fn refused_for_its_data(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54"))
+        }
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
 }
 
 impl NewInvocation {
@@ -959,14 +986,42 @@ pub async fn cancel(pool: &PgPool, project: &str, id: Uuid) -> Result<Option<Sta
     Ok(before.as_deref().and_then(Status::parse))
 }
 
+/// The failed event logs of a project created in [from, to), grouped by trigger
+/// and last error, largest groups first (served by event_logs_failed).
+pub async fn dead_letters(
+    pool: &PgPool,
+    project: &str,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<Vec<crate::model::DeadLetterGroup>, sqlx::Error> {
+    let rows: Vec<(String, String, i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT trigger_name, COALESCE(last_error, ''), count(*), min(created_at), max(created_at)
+         FROM event_logs
+         WHERE project = $1 AND status = 'failed'
+           AND ($2::timestamptz IS NULL OR created_at >= $2) AND ($3::timestamptz IS NULL OR created_at < $3)
+         GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 200",
+    )
+    .bind(project)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(trigger, error, count, oldest, newest)| crate::model::DeadLetterGroup { trigger, error, count, oldest, newest })
+        .collect())
+}
+
 /// Makes every failed event log of a trigger created in [from, to) due again with
-/// fresh attempts. Returns how many.
+/// fresh attempts; with `error`, only those whose last error is that text (a
+/// dead-letter group). Returns how many.
 pub async fn replay_failed(
     pool: &PgPool,
     project: &str,
     trigger: &str,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
+    error: Option<&str>,
 ) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // Only the logs of the trigger that has this name now: those of an earlier
@@ -977,12 +1032,14 @@ pub async fn replay_failed(
          WHERE l.project = $1 AND l.trigger_name = $2 AND l.status = 'failed'
            AND ($3::timestamptz IS NULL OR l.created_at >= $3)
            AND ($4::timestamptz IS NULL OR l.created_at < $4)
+           AND ($5::text IS NULL OR COALESCE(l.last_error, '') = $5)
            AND EXISTS (SELECT 1 FROM event_triggers t WHERE {SAME_TRIGGER})"
     ))
     .bind(project)
     .bind(trigger)
     .bind(from)
     .bind(to)
+    .bind(error)
     .execute(&mut *tx)
     .await?;
     if r.rows_affected() > 0 {

@@ -3,6 +3,7 @@
 pub mod admins;
 pub mod events;
 pub mod projects;
+pub mod retention;
 pub mod triggers;
 
 use std::time::Duration;

@@ -252,3 +252,13 @@ pub async fn project_tables(pool: &PgPool, project: &str, alias: &str) -> Result
     .fetch_all(pool)
     .await
 }
+
+/// Database triggers whose project holds no grant on their alias: (project, name, alias).
+pub async fn ungranted(pool: &PgPool) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT project, name, options->>'db' FROM event_triggers t
+         WHERE source = 'database' AND NOT {GRANTED} ORDER BY project, name"
+    ))
+    .fetch_all(pool)
+    .await
+}

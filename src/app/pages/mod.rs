@@ -1,3 +1,4 @@
+pub mod deadletters;
 pub mod login;
 pub mod logs;
 pub mod triggers;

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 
 use crate::api::ui::{
-    database_grants, list_api_keys, ChangePassword, CreateApiKey, ProjectSecrets, RevokeApiKey, RotateSecret,
-    SetDatabaseGrant,
+    database_grants, list_api_keys, retention_days, ChangePassword, CreateApiKey, ProjectSecrets, RevokeApiKey,
+    RotateSecret, SetDatabaseGrant, SetRetention,
 };
 use crate::app::use_project;
 
@@ -44,8 +44,50 @@ pub fn ProjectSettings() -> impl IntoView {
                 origin.get(), project.get())}</pre>
         </section>
         <ApiKeys/>
+        <Retention/>
         <Secrets/>
         <DatabaseGrants/>
+    }
+}
+
+/// How long ended history is kept (SPEC §9).
+#[component]
+fn Retention() -> impl IntoView {
+    let project = use_project();
+    let save = ServerAction::<SetRetention>::new();
+    let current = Resource::new(move || (project.get(), save.version().get()), |(p, _)| retention_days(p));
+    let (days, set_days) = signal(String::new());
+    Effect::new(move |_| {
+        if let Some(Ok(d)) = current.get() {
+            set_days.set(d.to_string());
+        }
+    });
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        save.dispatch(SetRetention { project: project.get_untracked(), days: days.get_untracked() });
+    };
+    view! {
+        <section class="panel" aria-labelledby="retention-title">
+            <h2 id="retention-title">"History retention"</h2>
+            <p class="muted">"Ended event logs (processed, failed, cancelled) older than this are removed with their \
+                attempts. Event logs that have not ended are kept, whatever their age."</p>
+            <form class="inline-form" on:submit=submit aria-label="History retention">
+                <label>"Keep history for (days)"
+                    <input name="retentionDays" type="number" min="1" max="3650" required prop:value=days
+                        aria-describedby="retention-error"
+                        on:input=move |ev| set_days.set(event_target_value(&ev))/>
+                </label>
+                <button class="primary" type="submit" disabled=move || save.pending().get()>
+                    {move || if save.pending().get() { "Saving…" } else { "Save" }}
+                </button>
+            </form>
+            <div id="retention-error">
+                {move || save.value().get().map(|r| match r {
+                    Ok(d) => view! { <p class="ok" role="status">{format!("Saved: history is kept for {d} days.")}</p> }.into_any(),
+                    Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+                })}
+            </div>
+        </section>
     }
 }
 

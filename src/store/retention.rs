@@ -1,0 +1,157 @@
+//! Retention (SPEC §9): ended event logs older than their project's
+//! `retentionDays`, their invocation logs, and the events left without any event
+//! log are removed. An event log that has not ended is never removed.
+//!
+//! Removal runs in small batches, each its own short transaction, found through
+//! the history index, so it never holds locks or a snapshot for long.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Most event logs removed per transaction.
+pub const BATCH: i64 = 2000;
+
+/// What one pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub event_logs: u64,
+    pub invocation_logs: u64,
+    pub events: u64,
+}
+
+impl Removed {
+    pub fn is_empty(&self) -> bool {
+        *self == Removed::default()
+    }
+
+    fn add(&mut self, o: Removed) {
+        self.event_logs += o.event_logs;
+        self.invocation_logs += o.invocation_logs;
+        self.events += o.events;
+    }
+}
+
+/// A project's retention, in days.
+pub async fn retention_days(pool: &PgPool, project: &str) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar("SELECT retention_days FROM projects WHERE id = $1").bind(project).fetch_optional(pool).await
+}
+
+/// Sets a project's retention. Returns false when there is no such project.
+pub async fn set_retention_days(pool: &PgPool, project: &str, days: i32) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE projects SET retention_days = $2 WHERE id = $1")
+        .bind(project)
+        .bind(days)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Every project with the moment before which its ended history goes.
+async fn cutoffs(pool: &PgPool) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, now() - make_interval(days => retention_days) FROM projects ORDER BY id")
+        .fetch_all(pool)
+        .await
+}
+
+/// One batch of a project's ended event logs created before `cutoff`, with their
+/// invocation logs and the events this leaves without any event log.
+async fn remove_batch(pool: &PgPool, project: &str, cutoff: DateTime<Utc>) -> Result<Removed, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // Oldest first, through event_logs_history; only ended logs, whatever their age.
+    let gone: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "DELETE FROM event_logs WHERE id IN (
+             SELECT id FROM event_logs
+             WHERE project = $1 AND created_at < $2 AND status IN ('processed', 'failed', 'cancelled')
+             ORDER BY created_at LIMIT $3
+             FOR UPDATE SKIP LOCKED)
+         AND status IN ('processed', 'failed', 'cancelled')
+         RETURNING id, event_id",
+    )
+    .bind(project)
+    .bind(cutoff)
+    .bind(BATCH)
+    .fetch_all(&mut *tx)
+    .await?;
+    if gone.is_empty() {
+        tx.commit().await?;
+        return Ok(Removed::default());
+    }
+    let log_ids: Vec<Uuid> = gone.iter().map(|g| g.0).collect();
+    let mut event_ids: Vec<Uuid> = gone.iter().map(|g| g.1).collect();
+    event_ids.sort_unstable();
+    event_ids.dedup();
+    let invocations = sqlx::query("DELETE FROM invocation_logs WHERE event_log_id = ANY($1)")
+        .bind(&log_ids)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let events = sqlx::query(
+        "DELETE FROM events e WHERE e.id = ANY($1)
+           AND NOT EXISTS (SELECT 1 FROM event_logs l WHERE l.event_id = e.id)",
+    )
+    .bind(&event_ids)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(Removed { event_logs: gone.len() as u64, invocation_logs: invocations, events })
+}
+
+/// One batch of a project's events created before `cutoff` that never had an
+/// event log (no trigger matched them). Event ids are time-ordered, so the
+/// primary key finds the old ones.
+async fn remove_lone_events(pool: &PgPool, project: &str, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let bound = Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        cutoff.timestamp().max(0) as u64,
+        cutoff.timestamp_subsec_nanos(),
+    ));
+    let r = sqlx::query(
+        "DELETE FROM events WHERE id IN (
+             SELECT e.id FROM events e
+             WHERE e.id < $2 AND e.project = $1 AND e.created_at < $3
+               AND NOT EXISTS (SELECT 1 FROM event_logs l WHERE l.event_id = e.id)
+             ORDER BY e.id LIMIT $4
+             FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(project)
+    .bind(bound)
+    .bind(cutoff)
+    .bind(BATCH)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// Removes what every project's retention lets go, batch after batch, until
+/// nothing is left or `budget` batches ran (the next pass goes on).
+pub async fn apply(pool: &PgPool, budget: usize) -> Result<Removed, sqlx::Error> {
+    let mut total = Removed::default();
+    let mut batches = 0;
+    for (project, cutoff) in cutoffs(pool).await? {
+        loop {
+            if batches >= budget {
+                return Ok(total);
+            }
+            batches += 1;
+            let r = remove_batch(pool, &project, cutoff).await?;
+            total.add(r);
+            if r.event_logs < BATCH as u64 {
+                break;
+            }
+        }
+        loop {
+            if batches >= budget {
+                return Ok(total);
+            }
+            batches += 1;
+            let n = remove_lone_events(pool, &project, cutoff).await?;
+            total.events += n;
+            if n < BATCH as u64 {
+                break;
+            }
+        }
+    }
+    Ok(total)
+}
