@@ -42,11 +42,7 @@ async fn metrics(
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], String), super::ApiError> {
     use crate::metrics::{DB_POOL, DUE_UNCLAIMED, IN_FLIGHT};
     if let Some(expected) = state.metrics_token.as_deref() {
-        let given = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim);
+        let given = super::bearer(&headers).map(str::trim);
         // Compared by their SHA-256, so the time taken tells nothing about the token.
         use sha2::{Digest, Sha256};
         let same = given.is_some_and(|g| Sha256::digest(g.as_bytes()) == Sha256::digest(expected.trim().as_bytes()));

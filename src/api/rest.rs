@@ -104,13 +104,17 @@ impl From<AuthError> for ApiError {
     }
 }
 
-/// Checks the bearer token for `project` and that it carries `needed`.
-pub async fn authorize(state: &AppState, project: &str, headers: &HeaderMap, needed: Role) -> Result<Role, ApiError> {
-    let token = headers
+/// The token of an `Authorization: Bearer <token>` header, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    let role = state.engine.authenticate(project, token).await?;
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+}
+
+/// Checks the bearer token for `project` and that it carries `needed`.
+pub async fn authorize(state: &AppState, project: &str, headers: &HeaderMap, needed: Role) -> Result<Role, ApiError> {
+    let role = state.engine.authenticate(project, bearer(headers)).await?;
     if needed == Role::Admin && role != Role::Admin {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "this API key may only queue events; an admin key is required"));
     }

@@ -38,6 +38,13 @@ fn parse_time(field: &str, v: &str) -> Result<DateTime<Utc>, EngineError> {
         .map_err(|_| invalid(format!("`{field}` '{v}' is not an RFC 3339 time such as 2026-01-31T12:00:00Z")))
 }
 
+/// An optional `from` and `to`, each RFC 3339 when given (empty means none).
+type Window = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+fn window(from: Option<&str>, to: Option<&str>) -> Result<Window, EngineError> {
+    let time = |field, v: Option<&str>| v.filter(|s| !s.is_empty()).map(|v| parse_time(field, v)).transpose();
+    Ok((time("from", from)?, time("to", to)?))
+}
+
 /// Cursors are `<created_at in microseconds>.<id>`: opaque to callers, stable for us.
 fn encode_cursor(log: &EventLog) -> String {
     format!("{}.{}", log.created_at.timestamp_micros(), log.id)
@@ -171,8 +178,7 @@ impl Engine {
         error: Option<&str>,
     ) -> Result<u64, EngineError> {
         self.get_trigger(project, trigger).await?;
-        let from = from.filter(|s| !s.is_empty()).map(|v| parse_time("from", v)).transpose()?;
-        let to = to.filter(|s| !s.is_empty()).map(|v| parse_time("to", v)).transpose()?;
+        let (from, to) = window(from, to)?;
         Ok(store::replay_failed(self.pool(), project, trigger, from, to, error).await?)
     }
 
@@ -184,8 +190,7 @@ impl Engine {
         from: Option<&str>,
         to: Option<&str>,
     ) -> Result<Vec<crate::model::DeadLetterGroup>, EngineError> {
-        let from = from.filter(|s| !s.is_empty()).map(|v| parse_time("from", v)).transpose()?;
-        let to = to.filter(|s| !s.is_empty()).map(|v| parse_time("to", v)).transpose()?;
+        let (from, to) = window(from, to)?;
         Ok(store::dead_letters(self.pool(), project, from, to).await?)
     }
 }
