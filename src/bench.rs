@@ -19,6 +19,9 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use tokio::io::AsyncBufReadExt;
 
+mod history;
+mod soak;
+
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// A running Herald to measure. Unset: the bench starts one (this binary, on
@@ -34,7 +37,8 @@ pub struct BenchArgs {
     /// Small sizes: every scenario finishes in seconds.
     #[arg(long)]
     pub quick: bool,
-    /// Scenarios to run, comma-separated: throughput, latency, sync, backlog.
+    /// Scenarios to run, comma-separated: throughput, latency, sync, backlog, and
+    /// (not by default, they take long) history and soak.
     #[arg(long, value_delimiter = ',', default_value = "throughput,latency,sync,backlog")]
     pub scenarios: Vec<String>,
     /// Events per throughput run.
@@ -55,6 +59,23 @@ pub struct BenchArgs {
     /// Backlog sizes to pre-load and drain.
     #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
     pub backlog: Vec<u64>,
+    /// History sizes (ended event logs) at which the history scenario times the
+    /// dashboard's reads.
+    #[arg(long, value_delimiter = ',', default_value = "2000000,20000000")]
+    pub history_rows: Vec<u64>,
+    /// Days the loaded history spreads over (at least 30).
+    #[arg(long, default_value_t = 30)]
+    pub history_days: u32,
+    /// Timed runs of each history read.
+    #[arg(long, default_value_t = 50)]
+    pub history_samples: usize,
+    /// Seconds the soak scenario runs.
+    #[arg(long, default_value_t = 1800)]
+    pub soak_seconds: u64,
+    /// Events per second of the soak scenario; unset: half the batch throughput
+    /// measured in this run (measured first if the throughput scenario did not run).
+    #[arg(long)]
+    pub soak_rate: Option<u64>,
 }
 
 /// One scenario's figures: a table row and a JSON line.
@@ -373,6 +394,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         args.seconds = args.seconds.min(3);
         args.sync_events = args.sync_events.min(300);
         args.backlog = vec![10_000, 50_000];
+        args.history_rows = vec![20_000, 200_000];
+        args.history_samples = args.history_samples.min(10);
+        args.soak_seconds = args.soak_seconds.min(90);
     }
     let (sink, sink_url) = Sink::start().await?;
     let target = match args.url.clone() {
@@ -421,7 +445,29 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                         }
                     }
                 }
-                other => bail!("unknown scenario '{other}': use throughput, latency, sync or backlog"),
+                "history" => history::run(&target, &args.history_rows, args.history_days, args.history_samples).await?,
+                "soak" => {
+                    let rate = match args.soak_rate {
+                        Some(r) => r,
+                        None => {
+                            let measured = match all.iter().rev().find(|f| f.scenario == "throughput-batch") {
+                                Some(f) => f.delivered_per_s,
+                                None => {
+                                    run_id += 1;
+                                    let mut quick = args.clone();
+                                    quick.events = quick.events.min(30_000);
+                                    let f = throughput(&target, &sink, &sink_url, run_id, &quick, true).await?;
+                                    report(&f);
+                                    f.delivered_per_s
+                                }
+                            };
+                            (measured.unwrap_or(1000.0) / 2.0) as u64
+                        }
+                    };
+                    run_id += 1;
+                    soak::run(&target, &sink, &sink_url, run_id, rate.max(1), args.soak_seconds).await?;
+                }
+                other => bail!("unknown scenario '{other}': use throughput, latency, sync, backlog, history or soak"),
             }
         }
         Ok(())
@@ -575,6 +621,18 @@ const IN_FLIGHT: usize = 20_000;
 
 /// Scenario 2: an open-loop load at a fixed rate; latency from send to arrival.
 async fn latency(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate: u64, seconds: u64) -> Result<Figures> {
+    Ok(open_loop(t, sink, sink_url, run, rate, seconds).await?.0)
+}
+
+/// When each event of an open-loop run was sent and when it arrived.
+struct Timeline {
+    start: Instant,
+    /// Per event: nanoseconds from `start` to its send, u64::MAX if never sent.
+    sent_ns: Vec<u64>,
+    arrivals: Vec<Option<Instant>>,
+}
+
+async fn open_loop(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate: u64, seconds: u64) -> Result<(Figures, Timeline)> {
     let event_type = format!("bench.latency.{run}");
     t.trigger(&format!("bench-{run}"), &event_type, sink_url).await?;
     let n = (rate * seconds) as usize;
@@ -625,6 +683,11 @@ async fn latency(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate: u64, s
             a.filter(|_| s != u64::MAX).map(|a| ((a - base).as_nanos() as f64 - s as f64) / 1e6)
         })
         .collect();
+    let timeline = Timeline {
+        start: base,
+        sent_ns: sent.iter().map(|s| s.load(Ordering::Relaxed)).collect(),
+        arrivals: arrivals.clone(),
+    };
     let mut f = Figures {
         scenario: format!("latency-{rate}/s"),
         events: n as u64,
@@ -641,7 +704,7 @@ async fn latency(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate: u64, s
         ..Figures::default()
     };
     w.finish(t, &mut f);
-    Ok(f)
+    Ok((f, timeline))
 }
 
 /// Scenario 3: sequential synchronous events; round trip and overhead over the sink.

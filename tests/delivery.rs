@@ -93,7 +93,7 @@ async fn sends_the_exact_cloudevent_with_verifiable_signatures(pool: PgPool) {
     assert_eq!(token.claims["exp"].as_i64().unwrap() - token.claims["iat"].as_i64().unwrap(), 1800);
 
     // The invocation log has the request, with the token redacted, and the response.
-    let inv = herald::store::events::invocations(&pool, log.id).await.unwrap();
+    let inv = herald::store::history::invocations(&pool, log.id).await.unwrap();
     assert_eq!(inv.len(), 1);
     assert_eq!(inv[0].status_code, Some(200));
     assert_eq!(inv[0].request_headers["x-sc-token"], "[redacted]");
@@ -113,7 +113,7 @@ async fn retries_until_the_attempts_run_out(pool: PgPool) {
     let log = &h.logs(id).await[0];
     assert_eq!(log.attempts, 3);
     assert_eq!(log.last_error.as_deref(), Some("HTTP 500 Internal Server Error"));
-    let inv = herald::store::events::invocations(&pool, log.id).await.unwrap();
+    let inv = herald::store::history::invocations(&pool, log.id).await.unwrap();
     assert_eq!(inv.iter().map(|i| i.status_code).collect::<Vec<_>>(), vec![Some(500); 3]);
     // Every retry carries the same webhook-id, so receivers can de-duplicate.
     let ids: std::collections::HashSet<String> =
@@ -175,7 +175,7 @@ async fn a_slow_webhook_times_out_and_is_recorded(pool: PgPool) {
     let id = reply["eventId"].as_str().unwrap();
     assert_eq!(h.settled(id).await, vec![Status::Failed]);
     let log = &h.logs(id).await[0];
-    let inv = herald::store::events::invocations(&pool, log.id).await.unwrap();
+    let inv = herald::store::history::invocations(&pool, log.id).await.unwrap();
     assert_eq!(inv.len(), 2);
     for i in &inv {
         assert_eq!(i.error.as_deref(), Some("timed out after 200 ms"));
@@ -200,9 +200,9 @@ async fn connection_errors_redirects_and_huge_bodies_are_failed_attempts(pool: P
     let id = reply["eventId"].as_str().unwrap();
     assert_eq!(h.settled(id).await, vec![Status::Failed, Status::Failed]);
     let logs = h.logs(id).await;
-    let refused = herald::store::events::invocations(&pool, logs[1].id).await.unwrap();
+    let refused = herald::store::history::invocations(&pool, logs[1].id).await.unwrap();
     assert!(refused[0].error.as_deref().unwrap().contains("onnect"), "{:?}", refused[0].error);
-    let redirect = herald::store::events::invocations(&pool, logs[0].id).await.unwrap();
+    let redirect = herald::store::history::invocations(&pool, logs[0].id).await.unwrap();
     assert_eq!(redirect[0].status_code, Some(302));
 
     // A 2xx with a huge body is a success; only 64 KiB of it is read and kept.
@@ -212,7 +212,7 @@ async fn connection_errors_redirects_and_huge_bodies_are_failed_attempts(pool: P
     let (_, reply) = h.queue(json!({"type": "big"})).await;
     let id = reply["eventId"].as_str().unwrap();
     assert_eq!(h.settled(id).await, vec![Status::Processed]);
-    let inv = herald::store::events::invocations(&pool, h.logs(id).await[0].id).await.unwrap();
+    let inv = herald::store::history::invocations(&pool, h.logs(id).await[0].id).await.unwrap();
     assert_eq!(inv[0].response_body.as_ref().unwrap().len(), 64 * 1024);
 }
 
@@ -274,7 +274,7 @@ async fn the_ssrf_guard_refuses_private_addresses_at_delivery_time(pool: PgPool)
     assert_eq!(rx.count(), 0);
     for log in h.logs(id).await {
         assert_eq!(log.attempts, 1, "a refused address is not retried");
-        let inv = herald::store::events::invocations(&pool, log.id).await.unwrap();
+        let inv = herald::store::history::invocations(&pool, log.id).await.unwrap();
         let err = inv[0].error.as_deref().unwrap();
         assert!(err.contains("HERALD_BLOCK_PRIVATE_NETWORKS"), "{err}");
     }

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{Herald, Receiver, Reply};
+use common::{wait_for, Herald, Receiver, Reply};
 use herald::model::Status;
 use serde_json::json;
 use sqlx::PgPool;
@@ -174,4 +174,278 @@ async fn dead_letters_are_grouped_and_replayed_by_group(pool: PgPool) {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(rx.count(), 7);
+}
+
+/// Counts of the event logs of `project` per status created from `since` on, by
+/// scanning them: what the kept counts must agree with.
+async fn scanned_counts(pool: &PgPool, project: &str, since: DateTime<Utc>) -> Vec<(Status, i64)> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM event_logs WHERE project = $1 AND created_at >= $2 GROUP BY status")
+            .bind(project)
+            .bind(since)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    Status::ALL
+        .into_iter()
+        .map(|s| (s, rows.iter().find(|r| r.0 == s.as_str()).map(|r| r.1).unwrap_or(0)))
+        .collect()
+}
+
+/// SPEC §9: the Event Logs page's counts and chart come from counts kept as logs
+/// end (not from a scan), and they agree with the history after deliveries,
+/// failures, a cancel, a redelivery and a replay moved logs in and out of the
+/// ended statuses.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn kept_counts_agree_with_the_history(pool: PgPool) {
+    let h = Herald::start(pool.clone()).await;
+    let ok = Receiver::start().await;
+    let bad = Receiver::start().await;
+    bad.always(Reply::status(500));
+    h.trigger("ok", "a", &ok.url("/ok"), json!({})).await;
+    h.trigger("bad", "b", &bad.url("/bad"), json!({"retries": 0})).await;
+    let mut last = String::new();
+    for i in 0..6 {
+        let (_, q) = h.queue(json!({"type": "a", "data": i})).await;
+        last = q["eventId"].as_str().unwrap().to_string();
+    }
+    for i in 0..4 {
+        let (_, q) = h.queue(json!({"type": "b", "data": i})).await;
+        assert_eq!(h.settled(q["eventId"].as_str().unwrap()).await, vec![Status::Failed]);
+    }
+    assert_eq!(h.settled(&last).await, vec![Status::Processed]);
+    let (_, q) = h.queue(json!({"type": "a", "delay": 3600})).await;
+    let cancelled = h.logs(q["eventId"].as_str().unwrap()).await[0].id;
+    h.queue(json!({"type": "a", "delay": 3600})).await;
+    let (s, d) = h.post(&format!("/v1/api/default/eventing/logs/{cancelled}/cancel"), json!({})).await;
+    assert_eq!(s, 200, "{d}");
+    // A processed log delivered again ends processed again; the failed ones,
+    // replayed to a receiver that now answers, end processed.
+    let redelivered = h.logs(&last).await[0].id;
+    let (s, d) = h.post(&format!("/v1/api/default/eventing/logs/{redelivered}/redeliver"), json!({})).await;
+    assert_eq!(s, 200, "{d}");
+    bad.always(Reply::status(200));
+    let (s, d) = h.post("/v1/api/default/eventing/triggers/bad/replay", json!({})).await;
+    assert_eq!((s, d["replayed"].as_i64()), (200, Some(4)), "{d}");
+    wait_for(Duration::from_secs(10), || async {
+        let counts = scanned_counts(&pool, "default", Utc::now() - chrono::Duration::hours(1)).await;
+        (counts.iter().find(|c| c.0 == Status::Processed).unwrap().1 == 10
+            && counts.iter().find(|c| c.0 == Status::Processing).unwrap().1 == 0)
+            .then_some(())
+    })
+    .await;
+
+    for window in [Duration::from_secs(3600), Duration::from_secs(7 * 86400)] {
+        let summary = h.engine.summary("default", window).await.unwrap();
+        let since = Utc::now() - chrono::Duration::from_std(window).unwrap();
+        let expected = scanned_counts(&pool, "default", since).await;
+        assert_eq!(summary.counts, expected, "window {window:?}");
+        assert_eq!(
+            expected.iter().map(|c| (c.0, c.1)).filter(|c| c.1 > 0).collect::<Vec<_>>(),
+            [(Status::Scheduled, 1), (Status::Processed, 10), (Status::Cancelled, 1)]
+        );
+        let processed: i64 = summary.buckets.iter().map(|b| b.1).sum();
+        let failed: i64 = summary.buckets.iter().map(|b| b.2).sum();
+        assert_eq!((processed, failed), (10, 0), "window {window:?}: {:?}", summary.buckets);
+        assert!(summary.buckets.len() >= 24 && summary.buckets.len() <= 30, "{}", summary.buckets.len());
+    }
+    // The counts the trigger kept are the counts a scan makes, bucket by bucket.
+    let kept: Vec<(String, DateTime<Utc>, String, i64)> =
+        sqlx::query_as("SELECT span, bucket, status, n FROM event_log_counts WHERE n <> 0 ORDER BY 1, 2, 3")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let scanned: Vec<(String, DateTime<Utc>, String, i64)> = sqlx::query_as(
+        "SELECT s.span, date_bin(s.step, created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00'), status, count(*)
+         FROM event_logs CROSS JOIN (VALUES ('hour', interval '1 hour'), ('minute', interval '1 minute')) AS s (span, step)
+         WHERE status IN ('processed', 'failed', 'cancelled') GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, scanned);
+}
+
+/// Stores `n` ended or live event logs spread over the last `hours`, across five
+/// triggers and three types, as Herald would have (each event with its log).
+async fn spread_history(pool: &PgPool, n: i64, hours: i64) {
+    sqlx::query(
+        "WITH g AS (
+             SELECT i, now() - make_interval(secs => $2 * 3600.0 * i / $1) AS at FROM generate_series(1, $1) i
+         ), e AS (
+             INSERT INTO events (id, project, type, data, deliver_at, created_at)
+             SELECT herald_uuid_v7(), 'default', 'type' || (i % 3), '{}', at, at FROM g
+             RETURNING id, created_at
+         )
+         INSERT INTO event_logs (id, event_id, project, trigger_name, status, attempts, next_attempt_at, created_at,
+                                 lease_until, last_error)
+         SELECT herald_uuid_v7(), e.id, 'default', 'trigger' || (g.i % 5),
+                (ARRAY['processed', 'processed', 'processed', 'failed', 'cancelled', 'pending', 'scheduled', 'processing'])[1 + g.i % 8],
+                1, e.created_at, e.created_at,
+                CASE WHEN g.i % 8 = 7 THEN now() + interval '1 hour' END,
+                CASE WHEN g.i % 8 = 3 THEN 'HTTP 500' END
+         FROM e JOIN g ON g.at = e.created_at",
+    )
+    .bind(n)
+    .bind(hours as f64)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+fn filter(f: impl FnOnce(&mut herald::store::history::LogFilter)) -> herald::store::history::LogFilter {
+    let mut filter = herald::store::history::LogFilter { limit: 7, ..Default::default() };
+    f(&mut filter);
+    filter
+}
+
+/// Every page of a filter, following the keyset cursor as the API does.
+async fn every_page(pool: &PgPool, mut f: herald::store::history::LogFilter) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    loop {
+        let page = herald::store::history::list_logs(pool, "default", &f).await.unwrap();
+        ids.extend(page.iter().map(|l| l.id));
+        match page.last() {
+            Some(last) if page.len() as i64 == f.limit => f.before = Some((last.created_at, last.id)),
+            _ => return ids,
+        }
+    }
+}
+
+/// Every filter of the history list, alone and combined, pages through exactly
+/// the event logs a plain scan finds, newest first, whichever index serves it.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn every_list_filter_pages_through_what_a_scan_finds(pool: PgPool) {
+    spread_history(&pool, 300, 48).await;
+    let from = Utc::now() - chrono::Duration::hours(30);
+    let to = Utc::now() - chrono::Duration::hours(6);
+    let event: Uuid = sqlx::query_scalar("SELECT event_id FROM event_logs ORDER BY created_at LIMIT 1 OFFSET 100")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut filters = vec![("no filter", filter(|_| {}))];
+    for s in Status::ALL {
+        filters.push(("status", filter(|f| f.status = Some(s))));
+        filters.push(("status and trigger", filter(|f| (f.status, f.trigger) = (Some(s), Some("trigger1".into())))));
+        filters.push(("status and time", filter(|f| (f.status, f.from, f.to) = (Some(s), Some(from), Some(to)))));
+    }
+    filters.extend([
+        ("trigger", filter(|f| f.trigger = Some("trigger2".into()))),
+        ("no such trigger", filter(|f| f.trigger = Some("nothing".into()))),
+        ("trigger and time", filter(|f| (f.trigger, f.from, f.to) = (Some("trigger3".into()), Some(from), Some(to)))),
+        ("type", filter(|f| f.event_type = Some("type1".into()))),
+        ("type and status", filter(|f| (f.event_type, f.status) = (Some("type2".into()), Some(Status::Failed)))),
+        ("type and trigger", filter(|f| (f.event_type, f.trigger) = (Some("type0".into()), Some("trigger0".into())))),
+        ("type and time", filter(|f| (f.event_type, f.from, f.to) = (Some("type0".into()), Some(from), Some(to)))),
+        ("event", filter(|f| f.event_id = Some(event))),
+        ("time", filter(|f| (f.from, f.to) = (Some(from), Some(to)))),
+    ]);
+    for (name, f) in filters {
+        let expected: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT l.id FROM event_logs l JOIN events e ON e.id = l.event_id
+             WHERE ($1::text IS NULL OR l.status = $1) AND ($2::text IS NULL OR l.trigger_name = $2)
+               AND ($3::text IS NULL OR e.type = $3) AND ($4::uuid IS NULL OR l.event_id = $4)
+               AND ($5::timestamptz IS NULL OR l.created_at >= $5) AND ($6::timestamptz IS NULL OR l.created_at < $6)
+             ORDER BY l.created_at DESC, l.id DESC",
+        )
+        .bind(f.status.map(Status::as_str))
+        .bind(&f.trigger)
+        .bind(&f.event_type)
+        .bind(f.event_id)
+        .bind(f.from)
+        .bind(f.to)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(!expected.is_empty() || name == "no such trigger", "{name}: the case finds nothing");
+        assert_eq!(every_page(&pool, f.clone()).await, expected, "{name}: {f:?}");
+    }
+}
+
+/// The plan of each shape of list filter on a history of realistic proportions
+/// starts from the index made for it, never from a scan of the whole history.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn each_list_filter_is_served_by_its_index(pool: PgPool) {
+    spread_history(&pool, 40_000, 24 * 7).await;
+    sqlx::query("ANALYZE").execute(&pool).await.unwrap();
+    let cases = [
+        (filter(|_| {}), "event_logs_history"),
+        (filter(|f| f.status = Some(Status::Failed)), "event_logs_ended"),
+        (filter(|f| f.status = Some(Status::Pending)), "event_logs_due"),
+        (filter(|f| f.status = Some(Status::Processing)), "event_logs_leased"),
+        (filter(|f| f.trigger = Some("trigger1".into())), "event_logs_ended_trigger"),
+        (filter(|f| (f.trigger, f.status) = (Some("trigger1".into()), Some(Status::Cancelled))), "event_logs_ended_trigger"),
+        (filter(|f| f.event_type = Some("type1".into())), "events_type"),
+        (filter(|f| f.event_id = Some(Uuid::now_v7())), "event_logs_event"),
+    ];
+    for (f, index) in cases {
+        let mut q = sqlx::QueryBuilder::new("EXPLAIN ");
+        herald::store::history::push_list(&mut q, "default", &f);
+        let plan: Vec<String> = q.build_query_scalar().fetch_all(&pool).await.unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains(&format!(" {index} ")) || plan.contains(&format!(" {index}\n")) || plan.ends_with(index),
+            "{f:?} should use {index}:\n{plan}");
+        assert!(!plan.contains("Seq Scan on event_logs"), "{f:?} scans the history:\n{plan}");
+    }
+}
+
+/// The kept counts as a scan of the history makes them: per hour, and per minute
+/// for the last two days (older minutes are not kept).
+async fn kept_and_scanned(pool: &PgPool) -> (Vec<(String, DateTime<Utc>, String, i64)>, Vec<(String, DateTime<Utc>, String, i64)>) {
+    let kept = sqlx::query_as(
+        "SELECT span, bucket, status, n FROM event_log_counts
+         WHERE n <> 0 AND (span = 'hour' OR bucket >= now() - interval '2 days') ORDER BY 1, 2, 3",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let scanned = sqlx::query_as(
+        "SELECT * FROM (
+             SELECT s.span, date_bin(s.step, created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS b, status, count(*)
+             FROM event_logs CROSS JOIN (VALUES ('hour', interval '1 hour'), ('minute', interval '1 minute')) AS s (span, step)
+             WHERE status IN ('processed', 'failed', 'cancelled')
+             GROUP BY 1, 2, 3) c
+         WHERE span = 'hour' OR b >= now() - interval '2 days' ORDER BY 1, 2, 3",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    (kept, scanned)
+}
+
+/// Retention takes away the counts of the logs it removes, so the 30-day chart
+/// never shows history that is gone; logs that end after a long wait are counted
+/// in the bucket of their creation.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn retention_takes_the_counts_of_what_it_removes(pool: PgPool) {
+    // Logs created over the last 12 days, stored live and then ended by updates,
+    // as deliveries end them: the trigger counts them.
+    spread_history(&pool, 600, 24 * 12).await;
+    for step in [
+        "UPDATE event_logs SET status = 'pending', lease_until = NULL, last_error = NULL",
+        // The loaded logs ended without being counted; these counts start from nothing.
+        "DELETE FROM event_log_counts",
+        "UPDATE event_logs SET status = (ARRAY['processed', 'failed', 'cancelled', 'pending'])[1 + (extract(epoch FROM created_at)::bigint % 4)]",
+    ] {
+        sqlx::query(step).execute(&pool).await.unwrap();
+    }
+    let (kept, scanned) = kept_and_scanned(&pool).await;
+    assert!(!kept.is_empty());
+    assert_eq!(kept, scanned, "counts kept as logs end");
+
+    herald::store::projects::insert_if_missing(&pool, "default", "a-jwt-secret", "a-signing-secret").await.unwrap();
+    assert!(herald::store::retention::set_retention_days(&pool, "default", 5).await.unwrap());
+    let removed = herald::store::retention::apply(&pool, 1000).await.unwrap();
+    assert!(removed.event_logs > 100, "{removed:?}");
+    let (kept, scanned) = kept_and_scanned(&pool).await;
+    assert_eq!(kept, scanned, "counts after retention");
+    let summary = herald::store::history::summary(&pool, "default", Duration::from_secs(30 * 86400)).await.unwrap();
+    let expected = scanned_counts(&pool, "default", Utc::now() - chrono::Duration::days(30)).await;
+    assert_eq!(summary.counts, expected);
+    let oldest: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM event_log_counts WHERE bucket < now() - interval '6 days'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(oldest, 0, "no count of removed history is left");
 }

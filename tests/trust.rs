@@ -207,7 +207,7 @@ async fn an_expired_lease_counts_as_an_attempt(pool: PgPool) {
 
     let log = |id: uuid::Uuid| {
         let pool = pool.clone();
-        async move { herald::store::events::log(&pool, "default", id).await.unwrap().unwrap().0 }
+        async move { herald::store::history::log(&pool, "default", id).await.unwrap().unwrap().0 }
     };
     let ended = wait_for(Duration::from_secs(20), || async {
         let l = log(no_retries[0]).await;
@@ -259,11 +259,11 @@ async fn a_batch_with_an_unstorable_attempt_records_the_others(pool: PgPool) {
     let held = complete_batch(&pool, node, &items).await.unwrap();
     assert_eq!(held, vec![true, true, true]);
     for id in &logs {
-        let (log, _) = herald::store::events::log(&pool, "default", *id).await.unwrap().unwrap();
+        let (log, _) = herald::store::history::log(&pool, "default", *id).await.unwrap().unwrap();
         assert_eq!((log.status, log.attempts), (Status::Processed, 1), "{id}");
-        assert_eq!(herald::store::events::invocations(&pool, *id).await.unwrap().len(), 1);
+        assert_eq!(herald::store::history::invocations(&pool, *id).await.unwrap().len(), 1);
     }
-    let bad = herald::store::events::invocations(&pool, logs[1]).await.unwrap();
+    let bad = herald::store::history::invocations(&pool, logs[1]).await.unwrap();
     assert!(bad[0].error.as_deref().unwrap().contains("could not store"), "{:?}", bad[0].error);
 }
 
@@ -314,7 +314,7 @@ async fn failed_attempts_never_log_the_urls_secret_path(pool: PgPool) {
     let log = &h.logs(event_id).await[0];
     let error = log.last_error.as_deref().unwrap();
     assert!(!error.contains("XoXoSeCrEtToKeN") && !error.contains("AnotherSecret"), "{error}");
-    let inv = herald::store::events::invocations(&pool, log.id).await.unwrap();
+    let inv = herald::store::history::invocations(&pool, log.id).await.unwrap();
     assert!(!inv[0].error.as_deref().unwrap().contains("XoXoSeCrEtToKeN"), "{:?}", inv[0].error);
 }
 

@@ -37,7 +37,7 @@ const DRAIN_BATCH: i64 = 1000;
 
 /// Herald's tables in its own database: watching them would feed Herald its own
 /// writes.
-const HERALD_TABLES: [&str; 10] = [
+const HERALD_TABLES: [&str; 11] = [
     "public.database_grants",
     "public.projects",
     "public.api_keys",
@@ -45,6 +45,7 @@ const HERALD_TABLES: [&str; 10] = [
     "public.events",
     "public.event_logs",
     "public.invocation_logs",
+    "public.event_log_counts",
     "public.admins",
     "public.file_intents",
     "public._sqlx_migrations",

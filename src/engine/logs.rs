@@ -7,7 +7,8 @@ use uuid::Uuid;
 use super::{Engine, EngineError};
 pub use crate::model::{LogDetail, LogPage, Summary};
 use crate::model::{EventLog, Status};
-use crate::store::events::{self as store, LogFilter};
+use crate::store::events as store;
+use crate::store::history::{self, LogFilter};
 
 /// The most rows one page may hold.
 pub const MAX_PAGE: i64 = 500;
@@ -87,31 +88,17 @@ impl LogQuery {
     }
 }
 
+async fn log_detail_from(pool: &sqlx::PgPool, project: &str, id: Uuid) -> Result<LogDetail, EngineError> {
+    let (log, data) =
+        history::log(pool, project, id).await?.ok_or_else(|| EngineError::NotFound(format!("no event log {id}")))?;
+    let invocations = history::invocations(pool, id).await?;
+    Ok(LogDetail { log, data, invocations })
+}
+
 impl Engine {
-    /// Counts by status and processed/failed per bucket over the last `window`,
-    /// in 24 buckets.
+    /// Counts by status and processed/failed per bar over the last `window`.
     pub async fn summary(&self, project: &str, window: std::time::Duration) -> Result<Summary, EngineError> {
-        let bucket = window / 24;
-        let counts = store::count_by_status(self.pool(), project, window).await?;
-        let rows = store::outcome_buckets(self.pool(), project, window, bucket).await?;
-        let now = Utc::now();
-        let step = chrono::Duration::from_std(bucket).unwrap_or(chrono::Duration::hours(1));
-        let epoch = DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z").expect("a valid constant").with_timezone(&Utc);
-        // The same bucket boundaries as date_bin, so rows fall onto them.
-        let last = epoch + step * ((now - epoch).num_milliseconds() / step.num_milliseconds().max(1)) as i32;
-        let buckets = (0..24)
-            .rev()
-            .map(|i| {
-                let start = last - step * i;
-                let (p, f) = rows.iter().find(|r| r.0 == start).map(|r| (r.1, r.2)).unwrap_or((0, 0));
-                (start, p, f)
-            })
-            .collect();
-        let counts = Status::ALL
-            .into_iter()
-            .map(|st| (st, counts.iter().find(|c| c.0 == st.as_str()).map(|c| c.1).unwrap_or(0)))
-            .collect();
-        Ok(Summary { now, counts, buckets })
+        Ok(history::summary(self.reads(), project, window).await?)
     }
 
     /// A page of the history, newest first.
@@ -120,7 +107,7 @@ impl Engine {
         let limit = filter.limit;
         // One extra row tells whether another page exists.
         filter.limit += 1;
-        let mut items = store::list_logs(self.pool(), project, &filter).await?;
+        let mut items = history::list_logs(self.reads(), project, &filter).await?;
         let more = items.len() as i64 > limit;
         items.truncate(limit as usize);
         let next_cursor = if more { items.last().map(encode_cursor) } else { None };
@@ -129,11 +116,7 @@ impl Engine {
 
     /// One event log with its event data and attempts.
     pub async fn log_detail(&self, project: &str, id: Uuid) -> Result<LogDetail, EngineError> {
-        let (log, data) = store::log(self.pool(), project, id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("no event log {id}")))?;
-        let invocations = store::invocations(self.pool(), id).await?;
-        Ok(LogDetail { log, data, invocations })
+        log_detail_from(self.reads(), project, id).await
     }
 
     /// Delivers an event log again, with a fresh set of attempts.
@@ -144,14 +127,15 @@ impl Engine {
                 Err(EngineError::Conflict("the event log is being delivered right now; try again when it ends".into()))
             }
             Some(store::Redelivery::TriggerGone) => {
-                let log = self.log_detail(project, id).await?.log;
+                let log = log_detail_from(self.pool(), project, id).await?.log;
                 Err(EngineError::Conflict(format!(
                     "the trigger '{}' this event log was made for was deleted; nothing to redeliver to \
                      (a trigger created later under the same name is another trigger)",
                     log.trigger
                 )))
             }
-            Some(store::Redelivery::Done) => self.log_detail(project, id).await,
+            // Read back from the primary: a replica may not have the change yet.
+            Some(store::Redelivery::Done) => log_detail_from(self.pool(), project, id).await,
         }
     }
 
@@ -159,7 +143,7 @@ impl Engine {
     pub async fn cancel(&self, project: &str, id: Uuid) -> Result<LogDetail, EngineError> {
         match store::cancel(self.pool(), project, id).await? {
             None => Err(EngineError::NotFound(format!("no event log {id}"))),
-            Some(Status::Scheduled | Status::Pending) => self.log_detail(project, id).await,
+            Some(Status::Scheduled | Status::Pending) => log_detail_from(self.pool(), project, id).await,
             Some(other) => Err(EngineError::Conflict(format!(
                 "only scheduled or pending event logs can be cancelled; this one is {}",
                 other.as_str()
@@ -191,7 +175,7 @@ impl Engine {
         to: Option<&str>,
     ) -> Result<Vec<crate::model::DeadLetterGroup>, EngineError> {
         let (from, to) = window(from, to)?;
-        Ok(store::dead_letters(self.pool(), project, from, to).await?)
+        Ok(history::dead_letters(self.reads(), project, from, to).await?)
     }
 }
 

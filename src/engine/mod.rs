@@ -141,6 +141,9 @@ struct Inner {
     pool: PgPool,
     /// Connections for the hot path's writes; the main pool unless set.
     writer: PgPool,
+    /// Connections for the history's reads (a streaming replica's, with
+    /// HERALD_READ_DATABASE_URL); the main pool unless set.
+    reader: PgPool,
     /// Every database alias, `default` included, with a pool for it.
     databases: dbevents::Databases,
     node_id: Uuid,
@@ -194,6 +197,7 @@ impl Engine {
             completer_running: std::sync::atomic::AtomicBool::new(false),
             databases,
             writer: pool.clone(),
+            reader: pool.clone(),
             pool,
             node_id,
             slots: Arc::new(Semaphore::new(config.concurrency)),
@@ -213,6 +217,19 @@ impl Engine {
     pub fn with_writer(mut self, writer: PgPool) -> Self {
         Arc::get_mut(&mut self.0).expect("with_writer is called before the engine is shared").writer = writer;
         self
+    }
+
+    /// Sends the history's reads (Mission Control's Event Logs and dead letters,
+    /// the history API) to `reader`, a streaming replica's pool. Call before the
+    /// engine is shared.
+    pub fn with_reader(mut self, reader: PgPool) -> Self {
+        Arc::get_mut(&mut self.0).expect("with_reader is called before the engine is shared").reader = reader;
+        self
+    }
+
+    /// The pool the history is read from.
+    pub(crate) fn reads(&self) -> &PgPool {
+        &self.0.reader
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -10,8 +10,9 @@ pub use store::Removed;
 pub const DEFAULT_DAYS: i32 = 30;
 /// The allowed range, in days.
 pub const DAYS: std::ops::RangeInclusive<i64> = 1..=3650;
-/// How often the retention pass runs.
-const EVERY: Duration = Duration::from_secs(600);
+/// How often the retention pass runs: often, so that each pass removes a
+/// minute's worth of history in a few short batches rather than a burst.
+const EVERY: Duration = Duration::from_secs(60);
 /// Most batches one pass removes; the next pass goes on.
 const BUDGET: usize = 500;
 
@@ -44,7 +45,7 @@ impl Engine {
         Ok(store::apply(self.pool(), BUDGET).await?)
     }
 
-    /// Applies retention at start and every ten minutes. Passes on several nodes
+    /// Applies retention at start and every minute. Passes on several nodes
     /// do not collide: each batch skips the rows another holds.
     pub(crate) async fn retention_loop(self) {
         let cancel = self.shutdown_token();

@@ -7,7 +7,7 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::model::{EventLog, Invocation, Status};
+use crate::model::Status;
 
 /// The channel dispatchers LISTEN on. One NOTIFY per transaction that adds due work.
 pub const WAKE_CHANNEL: &str = "herald_wake";
@@ -783,147 +783,6 @@ pub async fn fail_unattempted(pool: &PgPool, node: Uuid, log_id: Uuid, error: &s
     Ok(())
 }
 
-#[derive(FromRow)]
-struct EventLogRow {
-    id: Uuid,
-    event_id: Uuid,
-    trigger_name: String,
-    event_type: String,
-    status: String,
-    attempts: i32,
-    created_at: DateTime<Utc>,
-    deliver_at: DateTime<Utc>,
-    next_attempt_at: DateTime<Utc>,
-    last_error: Option<String>,
-}
-
-impl From<EventLogRow> for EventLog {
-    fn from(r: EventLogRow) -> Self {
-        let status = Status::parse(&r.status).unwrap_or(Status::Pending);
-        EventLog {
-            id: r.id,
-            event_id: r.event_id,
-            trigger: r.trigger_name,
-            event_type: r.event_type,
-            status,
-            attempts: r.attempts,
-            created_at: r.created_at,
-            deliver_at: r.deliver_at,
-            next_attempt_at: (!status.is_final()).then_some(r.next_attempt_at),
-            last_error: r.last_error,
-        }
-    }
-}
-
-const LOG_SELECT: &str = "SELECT l.id, l.event_id, l.trigger_name, e.type AS event_type, l.status, l.attempts,
-    l.created_at, e.deliver_at, l.next_attempt_at, l.last_error
-    FROM event_logs l JOIN events e ON e.id = l.event_id";
-
-/// The event logs of one event, in trigger-name order.
-pub async fn logs_of_event(pool: &PgPool, project: &str, event_id: Uuid) -> Result<Vec<EventLog>, sqlx::Error> {
-    let rows: Vec<EventLogRow> =
-        sqlx::query_as(&format!("{LOG_SELECT} WHERE l.project = $1 AND l.event_id = $2 ORDER BY l.trigger_name"))
-            .bind(project)
-            .bind(event_id)
-            .fetch_all(pool)
-            .await?;
-    Ok(rows.into_iter().map(EventLog::from).collect())
-}
-
-/// One event log with its event data, or `None`.
-pub async fn log(pool: &PgPool, project: &str, id: Uuid) -> Result<Option<(EventLog, serde_json::Value)>, sqlx::Error> {
-    let row: Option<EventLogRow> = sqlx::query_as(&format!("{LOG_SELECT} WHERE l.project = $1 AND l.id = $2"))
-        .bind(project)
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    let Some(row) = row else { return Ok(None) };
-    let data: Json<serde_json::Value> = sqlx::query_scalar("SELECT data FROM events WHERE id = $1")
-        .bind(row.event_id)
-        .fetch_one(pool)
-        .await?;
-    Ok(Some((row.into(), data.0)))
-}
-
-/// Every attempt of an event log, oldest first.
-pub async fn invocations(pool: &PgPool, log_id: Uuid) -> Result<Vec<Invocation>, sqlx::Error> {
-    #[derive(FromRow)]
-    struct Row {
-        id: Uuid,
-        started_at: DateTime<Utc>,
-        duration_ms: i32,
-        status_code: Option<i32>,
-        request_headers: Json<serde_json::Value>,
-        request_body: String,
-        response_body: Option<String>,
-        error: Option<String>,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, started_at, duration_ms, status_code, request_headers, request_body, response_body, error
-         FROM invocation_logs WHERE event_log_id = $1 ORDER BY started_at, attempt",
-    )
-    .bind(log_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Invocation {
-            id: r.id,
-            started_at: r.started_at,
-            duration_ms: r.duration_ms,
-            status_code: r.status_code,
-            request_headers: r.request_headers.0,
-            request_body: r.request_body,
-            response_body: r.response_body,
-            error: r.error,
-        })
-        .collect())
-}
-
-/// Filters of the history list; every field is optional.
-#[derive(Clone, Debug, Default)]
-pub struct LogFilter {
-    pub status: Option<Status>,
-    pub trigger: Option<String>,
-    pub event_type: Option<String>,
-    pub event_id: Option<Uuid>,
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    /// Keyset position: rows strictly older than this (created_at, id).
-    pub before: Option<(DateTime<Utc>, Uuid)>,
-    pub limit: i64,
-}
-
-/// The history, newest first, served by `event_logs_history`.
-pub async fn list_logs(pool: &PgPool, project: &str, f: &LogFilter) -> Result<Vec<EventLog>, sqlx::Error> {
-    let rows: Vec<EventLogRow> = sqlx::query_as(&format!(
-        "{LOG_SELECT}
-         WHERE l.project = $1
-           AND ($2::text IS NULL OR l.status = $2)
-           AND ($3::text IS NULL OR l.trigger_name = $3)
-           AND ($4::text IS NULL OR e.type = $4)
-           AND ($5::timestamptz IS NULL OR l.created_at >= $5)
-           AND ($6::timestamptz IS NULL OR l.created_at < $6)
-           AND ($7::timestamptz IS NULL OR (l.created_at, l.id) < ($7, $8))
-           AND ($10::uuid IS NULL OR l.event_id = $10)
-         ORDER BY l.created_at DESC, l.id DESC
-         LIMIT $9"
-    ))
-    .bind(project)
-    .bind(f.status.map(Status::as_str))
-    .bind(&f.trigger)
-    .bind(&f.event_type)
-    .bind(f.from)
-    .bind(f.to)
-    .bind(f.before.map(|b| b.0))
-    .bind(f.before.map(|b| b.1))
-    .bind(f.limit)
-    .bind(f.event_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(EventLog::from).collect())
-}
-
 /// What a redelivery found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Redelivery {
@@ -986,32 +845,6 @@ pub async fn cancel(pool: &PgPool, project: &str, id: Uuid) -> Result<Option<Sta
     Ok(before.as_deref().and_then(Status::parse))
 }
 
-/// The failed event logs of a project created in [from, to), grouped by trigger
-/// and last error, largest groups first (served by event_logs_failed).
-pub async fn dead_letters(
-    pool: &PgPool,
-    project: &str,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-) -> Result<Vec<crate::model::DeadLetterGroup>, sqlx::Error> {
-    let rows: Vec<(String, String, i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT trigger_name, COALESCE(last_error, ''), count(*), min(created_at), max(created_at)
-         FROM event_logs
-         WHERE project = $1 AND status = 'failed'
-           AND ($2::timestamptz IS NULL OR created_at >= $2) AND ($3::timestamptz IS NULL OR created_at < $3)
-         GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 200",
-    )
-    .bind(project)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(trigger, error, count, oldest, newest)| crate::model::DeadLetterGroup { trigger, error, count, oldest, newest })
-        .collect())
-}
-
 /// Makes every failed event log of a trigger created in [from, to) due again with
 /// fresh attempts; with `error`, only those whose last error is that text (a
 /// dead-letter group). Returns how many.
@@ -1047,39 +880,4 @@ pub async fn replay_failed(
     }
     tx.commit().await?;
     Ok(r.rows_affected())
-}
-
-/// Event logs per status created in the last `window`.
-pub async fn count_by_status(pool: &PgPool, project: &str, window: Duration) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT status, count(*) FROM event_logs
-         WHERE project = $1 AND created_at >= now() - make_interval(secs => $2)
-         GROUP BY status",
-    )
-    .bind(project)
-    .bind(window.as_secs_f64())
-    .fetch_all(pool)
-    .await
-}
-
-/// Processed and failed event logs per time bucket over the last `window`, by
-/// creation time (served by the history index).
-pub async fn outcome_buckets(
-    pool: &PgPool,
-    project: &str,
-    window: Duration,
-    bucket: Duration,
-) -> Result<Vec<(DateTime<Utc>, i64, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT date_bin(make_interval(secs => $3), created_at, TIMESTAMPTZ '2000-01-01') AS b,
-                count(*) FILTER (WHERE status = 'processed'), count(*) FILTER (WHERE status = 'failed')
-         FROM event_logs
-         WHERE project = $1 AND created_at >= now() - make_interval(secs => $2)
-         GROUP BY b ORDER BY b",
-    )
-    .bind(project)
-    .bind(window.as_secs_f64())
-    .bind(bucket.as_secs_f64())
-    .fetch_all(pool)
-    .await
 }

@@ -2,6 +2,7 @@
 
 pub mod admins;
 pub mod events;
+pub mod history;
 pub mod projects;
 pub mod retention;
 pub mod triggers;

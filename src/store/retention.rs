@@ -54,19 +54,47 @@ async fn cutoffs(pool: &PgPool) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Er
         .await
 }
 
+/// How long the per-minute counts are kept: they serve windows under a day.
+const MINUTE_COUNTS_KEPT: &str = "2 days";
+
+/// A project's kept counts that count nothing any more (their logs went), and
+/// its per-minute counts older than two days.
+async fn remove_counts(pool: &PgPool, project: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "DELETE FROM event_log_counts
+         WHERE project = $1 AND (n = 0 OR (span = 'minute' AND bucket < now() - interval '{MINUTE_COUNTS_KEPT}'))"
+    ))
+    .bind(project)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// One batch of a project's ended event logs created before `cutoff`, with their
 /// invocation logs and the events this leaves without any event log.
 async fn remove_batch(pool: &PgPool, project: &str, cutoff: DateTime<Utc>) -> Result<Removed, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // Oldest first, through event_logs_history; only ended logs, whatever their age.
+    // The kept counts lose what they counted of these logs in the same statement.
     let gone: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "DELETE FROM event_logs WHERE id IN (
-             SELECT id FROM event_logs
-             WHERE project = $1 AND created_at < $2 AND status IN ('processed', 'failed', 'cancelled')
-             ORDER BY created_at LIMIT $3
-             FOR UPDATE SKIP LOCKED)
-         AND status IN ('processed', 'failed', 'cancelled')
-         RETURNING id, event_id",
+        "WITH gone AS (
+             DELETE FROM event_logs WHERE id IN (
+                 SELECT id FROM event_logs
+                 WHERE project = $1 AND created_at < $2 AND status IN ('processed', 'failed', 'cancelled')
+                 ORDER BY created_at LIMIT $3
+                 FOR UPDATE SKIP LOCKED)
+             AND status IN ('processed', 'failed', 'cancelled')
+             RETURNING id, event_id, created_at, status
+         ), counted AS (
+             UPDATE event_log_counts c SET n = c.n - d.n
+             FROM (SELECT s.span, s.bucket, g.status, count(*) AS n
+                   FROM gone g CROSS JOIN LATERAL (VALUES
+                       ('minute', date_bin('1 minute', g.created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')),
+                       ('hour', date_bin('1 hour', g.created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00'))) AS s (span, bucket)
+                   GROUP BY 1, 2, 3) d
+             WHERE c.project = $1 AND c.span = d.span AND c.bucket = d.bucket AND c.status = d.status
+         )
+         SELECT id, event_id FROM gone",
     )
     .bind(project)
     .bind(cutoff)
@@ -152,6 +180,7 @@ pub async fn apply(pool: &PgPool, budget: usize) -> Result<Removed, sqlx::Error>
                 break;
             }
         }
+        remove_counts(pool, &project).await?;
     }
     Ok(total)
 }

@@ -240,7 +240,7 @@ impl Herald {
     /// The statuses of an event's logs, in trigger-name order.
     pub async fn statuses(&self, event_id: &str) -> Vec<Status> {
         let id = Uuid::parse_str(event_id).unwrap();
-        herald::store::events::logs_of_event(&self.pool, "default", id)
+        herald::store::history::logs_of_event(&self.pool, "default", id)
             .await
             .unwrap()
             .into_iter()
@@ -250,7 +250,7 @@ impl Herald {
 
     pub async fn logs(&self, event_id: &str) -> Vec<herald::model::EventLog> {
         let id = Uuid::parse_str(event_id).unwrap();
-        herald::store::events::logs_of_event(&self.pool, "default", id).await.unwrap()
+        herald::store::history::logs_of_event(&self.pool, "default", id).await.unwrap()
     }
 
     /// Waits until every event log of the event has one of the final statuses.

@@ -191,7 +191,7 @@ fn Cards(summary: Summary) -> impl IntoView {
 #[component]
 fn Chart(summary: Summary) -> impl IntoView {
     let max = summary.buckets.iter().map(|b| b.1 + b.2).max().unwrap_or(0).max(1) as f64;
-    let (w, h) = (24.0 * 20.0, 100.0);
+    let (w, h) = (summary.buckets.len().max(1) as f64 * 20.0, 100.0);
     view! {
         <figure class="chart">
             <svg viewBox=format!("0 0 {w} {}", h + 16.0) role="img" aria-label="Deliveries over time">

@@ -1,0 +1,384 @@
+//! The delivery history as Mission Control and the history API read it: lists
+//! with filters, one event log with its attempts, counts and the chart, dead
+//! letters. No read here grows with the length of the history (SPEC §9): each is
+//! served by an index or by the per-minute and per-hour counts that a trigger on
+//! event_logs keeps (see the migration `history_reads`).
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::model::{EventLog, Invocation, Status, Summary};
+
+#[derive(FromRow)]
+struct EventLogRow {
+    id: Uuid,
+    event_id: Uuid,
+    trigger_name: String,
+    event_type: String,
+    status: String,
+    attempts: i32,
+    created_at: DateTime<Utc>,
+    deliver_at: DateTime<Utc>,
+    next_attempt_at: DateTime<Utc>,
+    last_error: Option<String>,
+}
+
+impl From<EventLogRow> for EventLog {
+    fn from(r: EventLogRow) -> Self {
+        let status = Status::parse(&r.status).unwrap_or(Status::Pending);
+        EventLog {
+            id: r.id,
+            event_id: r.event_id,
+            trigger: r.trigger_name,
+            event_type: r.event_type,
+            status,
+            attempts: r.attempts,
+            created_at: r.created_at,
+            deliver_at: r.deliver_at,
+            next_attempt_at: (!status.is_final()).then_some(r.next_attempt_at),
+            last_error: r.last_error,
+        }
+    }
+}
+
+const LOG_SELECT: &str = "SELECT l.id, l.event_id, l.trigger_name, e.type AS event_type, l.status, l.attempts,
+    l.created_at, e.deliver_at, l.next_attempt_at, l.last_error
+    FROM event_logs l JOIN events e ON e.id = l.event_id";
+
+/// The event logs of one event, in trigger-name order.
+pub async fn logs_of_event(pool: &PgPool, project: &str, event_id: Uuid) -> Result<Vec<EventLog>, sqlx::Error> {
+    let rows: Vec<EventLogRow> =
+        sqlx::query_as(&format!("{LOG_SELECT} WHERE l.project = $1 AND l.event_id = $2 ORDER BY l.trigger_name"))
+            .bind(project)
+            .bind(event_id)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(EventLog::from).collect())
+}
+
+/// One event log with its event data, or `None`.
+pub async fn log(pool: &PgPool, project: &str, id: Uuid) -> Result<Option<(EventLog, serde_json::Value)>, sqlx::Error> {
+    let row: Option<EventLogRow> = sqlx::query_as(&format!("{LOG_SELECT} WHERE l.project = $1 AND l.id = $2"))
+        .bind(project)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let data: Json<serde_json::Value> = sqlx::query_scalar("SELECT data FROM events WHERE id = $1")
+        .bind(row.event_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(Some((row.into(), data.0)))
+}
+
+/// Every attempt of an event log, oldest first.
+pub async fn invocations(pool: &PgPool, log_id: Uuid) -> Result<Vec<Invocation>, sqlx::Error> {
+    #[derive(FromRow)]
+    struct Row {
+        id: Uuid,
+        started_at: DateTime<Utc>,
+        duration_ms: i32,
+        status_code: Option<i32>,
+        request_headers: Json<serde_json::Value>,
+        request_body: String,
+        response_body: Option<String>,
+        error: Option<String>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, started_at, duration_ms, status_code, request_headers, request_body, response_body, error
+         FROM invocation_logs WHERE event_log_id = $1 ORDER BY started_at, attempt",
+    )
+    .bind(log_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Invocation {
+            id: r.id,
+            started_at: r.started_at,
+            duration_ms: r.duration_ms,
+            status_code: r.status_code,
+            request_headers: r.request_headers.0,
+            request_body: r.request_body,
+            response_body: r.response_body,
+            error: r.error,
+        })
+        .collect())
+}
+
+/// Filters of the history list; every field is optional.
+#[derive(Clone, Debug, Default)]
+pub struct LogFilter {
+    pub status: Option<Status>,
+    pub trigger: Option<String>,
+    pub event_type: Option<String>,
+    pub event_id: Option<Uuid>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Keyset position: rows strictly older than this (created_at, id).
+    pub before: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+/// The history, newest first, a page at a time. Each shape of filter takes the
+/// index that finds its first page without reading what it skips:
+/// - an event: `event_logs_event`;
+/// - a type: the events of that type, newest first (`events_type`), and their logs
+///   (an event and its logs are stored by one statement, so they share `created_at`);
+/// - a status or a trigger: for ended logs `event_logs_ended` or
+///   `event_logs_ended_trigger`, one branch per status, each stopping at the page
+///   size; live logs (the backlog, not the history) through the claim's indexes;
+/// - otherwise, a time range or nothing: `event_logs_history`.
+pub async fn list_logs(pool: &PgPool, project: &str, f: &LogFilter) -> Result<Vec<EventLog>, sqlx::Error> {
+    let mut q = QueryBuilder::<Postgres>::new("");
+    push_list(&mut q, project, f);
+    let rows: Vec<EventLogRow> = q.build_query_as().fetch_all(pool).await?;
+    Ok(rows.into_iter().map(EventLog::from).collect())
+}
+
+/// Writes the statement of [`list_logs`] into `q` (tests EXPLAIN it).
+pub fn push_list<'a>(q: &mut QueryBuilder<'a, Postgres>, project: &'a str, f: &LogFilter) {
+    if f.event_id.is_some() || f.event_type.is_some() || (f.status.is_none() && f.trigger.is_none()) {
+        q.push(LOG_SELECT).push(" WHERE l.project = ").push_bind(project);
+        if let Some(event) = f.event_id {
+            q.push(" AND l.event_id = ").push_bind(event);
+        }
+        if let Some(t) = &f.event_type {
+            q.push(" AND e.project = ").push_bind(project).push(" AND e.type = ").push_bind(t.clone());
+        }
+        if let Some(s) = f.status {
+            q.push(" AND l.status = ").push_bind(s.as_str());
+        }
+        if let Some(t) = &f.trigger {
+            q.push(" AND l.trigger_name = ").push_bind(t.clone());
+        }
+        // By type the walk is over the events' index: the bounds go on its columns.
+        let at = if f.event_type.is_some() { "e.created_at" } else { "l.created_at" };
+        push_time_bounds(q, at, f);
+        q.push(format_args!(" ORDER BY {at} DESC, l.id DESC LIMIT ")).push_bind(f.limit);
+    } else {
+        let statuses = match f.status {
+            Some(s) => vec![s],
+            None => Status::ALL.to_vec(),
+        };
+        q.push("SELECT x.id, x.event_id, x.trigger_name, e.type AS event_type, x.status, x.attempts,
+            x.created_at, e.deliver_at, x.next_attempt_at, x.last_error FROM (");
+        for (i, s) in statuses.iter().enumerate() {
+            if i > 0 {
+                q.push(" UNION ALL ");
+            }
+            push_branch(q, project, *s, f);
+        }
+        q.push(") x JOIN events e ON e.id = x.event_id ORDER BY x.created_at DESC, x.id DESC LIMIT ").push_bind(f.limit);
+    }
+}
+
+/// The logs of one status that pass the filter, newest first, at most a page.
+/// Statuses are written as literals, so that the planner sees which partial index
+/// holds them.
+fn push_branch(q: &mut QueryBuilder<'_, Postgres>, project: &str, status: Status, f: &LogFilter) {
+    let columns = "l.id, l.event_id, l.trigger_name, l.status, l.attempts, l.created_at, l.next_attempt_at, l.last_error";
+    let st = status.as_str();
+    if status.is_final() {
+        q.push(format_args!(
+            "(SELECT {columns} FROM event_logs l
+              WHERE l.status IN ('processed', 'failed', 'cancelled') AND l.status = '{st}' AND l.project = "
+        ))
+        .push_bind(project.to_owned());
+        push_trigger_and_time(q, f);
+    } else {
+        // Live logs are gathered from the claim's partial indexes (event_logs_due or
+        // event_logs_leased, and event_logs_paused), whose size is the backlog; the
+        // subquery fence (OFFSET 0) keeps the planner from walking the history
+        // index instead, which would read every ended log newer than the oldest
+        // live one.
+        q.push(format_args!("(SELECT {columns} FROM (SELECT {columns} FROM event_logs l WHERE l.status = '{st}' AND NOT l.paused AND l.project = "))
+            .push_bind(project.to_owned());
+        push_trigger_and_time(q, f);
+        q.push(format_args!(" UNION ALL SELECT {columns} FROM event_logs l WHERE l.paused AND l.status = '{st}' AND l.project = "))
+            .push_bind(project.to_owned());
+        push_trigger_and_time(q, f);
+        q.push(" OFFSET 0) l");
+    }
+    q.push(" ORDER BY l.created_at DESC, l.id DESC LIMIT ").push_bind(f.limit).push(")");
+}
+
+fn push_trigger_and_time(q: &mut QueryBuilder<'_, Postgres>, f: &LogFilter) {
+    if let Some(t) = &f.trigger {
+        q.push(" AND l.trigger_name = ").push_bind(t.clone());
+    }
+    push_time_bounds(q, "l.created_at", f);
+}
+
+/// The time range and the keyset position, on the column `at`.
+fn push_time_bounds(q: &mut QueryBuilder<'_, Postgres>, at: &str, f: &LogFilter) {
+    if let Some(from) = f.from {
+        q.push(format_args!(" AND {at} >= ")).push_bind(from);
+    }
+    if let Some(to) = f.to {
+        q.push(format_args!(" AND {at} < ")).push_bind(to);
+    }
+    if let Some((t, id)) = f.before {
+        // The first bound lets the index start there; the second is the exact position.
+        q.push(format_args!(" AND {at} <= ")).push_bind(t);
+        q.push(format_args!(" AND ({at}, l.id) < (")).push_bind(t).push(", ").push_bind(id).push(")");
+    }
+}
+
+/// The failed event logs of a project created in [from, to), grouped by trigger
+/// and last error, largest groups first (served by event_logs_ended).
+pub async fn dead_letters(
+    pool: &PgPool,
+    project: &str,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<Vec<crate::model::DeadLetterGroup>, sqlx::Error> {
+    let rows: Vec<(String, String, i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT trigger_name, COALESCE(last_error, ''), count(*), min(created_at), max(created_at)
+         FROM event_logs
+         WHERE project = $1 AND status = 'failed'
+           AND ($2::timestamptz IS NULL OR created_at >= $2) AND ($3::timestamptz IS NULL OR created_at < $3)
+         GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 200",
+    )
+    .bind(project)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(trigger, error, count, oldest, newest)| crate::model::DeadLetterGroup { trigger, error, count, oldest, newest })
+        .collect())
+}
+
+
+/// The granularity of the kept counts: per minute (kept two days) or per hour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    Minute,
+    Hour,
+}
+
+impl Span {
+    fn as_str(self) -> &'static str {
+        match self {
+            Span::Minute => "minute",
+            Span::Hour => "hour",
+        }
+    }
+}
+
+/// The epoch the count buckets and the chart's bars are cut from (UTC).
+pub const BUCKET_EPOCH: &str = "2000-01-01T00:00:00Z";
+
+/// Ended event logs per status created in the buckets from `since` on, from the kept counts.
+pub async fn ended_counts(
+    pool: &PgPool,
+    project: &str,
+    span: Span,
+    since: DateTime<Utc>,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT status, sum(n)::bigint FROM event_log_counts
+         WHERE project = $1 AND span = $2 AND bucket >= $3 GROUP BY status",
+    )
+    .bind(project)
+    .bind(span.as_str())
+    .bind(since)
+    .fetch_all(pool)
+    .await
+}
+
+/// Event logs that have not ended (the backlog), per status, created from `since`
+/// on: found through the claim's partial indexes, never the history.
+pub async fn live_counts(pool: &PgPool, project: &str, since: DateTime<Utc>) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT status, count(*) FROM (
+             SELECT status FROM event_logs
+             WHERE status IN ('scheduled', 'pending') AND NOT paused AND project = $1 AND created_at >= $2
+             UNION ALL
+             SELECT status FROM event_logs
+             WHERE paused AND status IN ('scheduled', 'pending', 'processing') AND project = $1 AND created_at >= $2
+             UNION ALL
+             SELECT status FROM event_logs
+             WHERE status = 'processing' AND NOT paused AND project = $1 AND created_at >= $2
+         ) live GROUP BY status",
+    )
+    .bind(project)
+    .bind(since)
+    .fetch_all(pool)
+    .await
+}
+
+/// Processed and failed event logs per bar of `bar_secs` (a whole number of
+/// `span`s) from `since` on, by creation time, from the kept counts.
+pub async fn outcome_buckets(
+    pool: &PgPool,
+    project: &str,
+    span: Span,
+    since: DateTime<Utc>,
+    bar_secs: i64,
+) -> Result<Vec<(DateTime<Utc>, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT date_bin(make_interval(secs => $4), bucket, $5::timestamptz) AS b,
+                COALESCE(sum(n) FILTER (WHERE status = 'processed'), 0)::bigint,
+                COALESCE(sum(n) FILTER (WHERE status = 'failed'), 0)::bigint
+         FROM event_log_counts
+         WHERE project = $1 AND span = $2 AND bucket >= $3 AND status IN ('processed', 'failed')
+         GROUP BY b ORDER BY b",
+    )
+    .bind(project)
+    .bind(span.as_str())
+    .bind(since)
+    .bind(bar_secs as f64)
+    .bind(DateTime::parse_from_rfc3339(BUCKET_EPOCH).expect("a valid constant"))
+    .fetch_all(pool)
+    .await
+}
+
+/// Counts by status and processed/failed per bar over the last `window`.
+///
+/// Ended logs are counted from the kept per-minute counts for windows under a
+/// day and the per-hour ones beyond, so a window starts at the minute (or the
+/// hour) `window` ago; the backlog is counted live. About 24 bars, each a whole
+/// number of minutes (or hours), so that the kept counts fall onto them.
+pub async fn summary(pool: &PgPool, project: &str, window: std::time::Duration) -> Result<Summary, sqlx::Error> {
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(31)).max(chrono::Duration::minutes(1));
+    let (span, unit) = if window < chrono::Duration::days(1) {
+        (Span::Minute, 60)
+    } else {
+        (Span::Hour, 3600)
+    };
+    let bar = (window.num_seconds() / 24 / unit).max(1) * unit;
+    let bars = (window.num_seconds() + bar - 1) / bar;
+    let now = Utc::now();
+    let start_of = |t: DateTime<Utc>, step: i64| {
+        let epoch = DateTime::parse_from_rfc3339(BUCKET_EPOCH).expect("a valid constant").with_timezone(&Utc);
+        epoch + chrono::Duration::seconds((t - epoch).num_seconds().div_euclid(step) * step)
+    };
+    let since = start_of(now - window, unit);
+    let last_bar = start_of(now, bar);
+    let first_bar = last_bar - chrono::Duration::seconds(bar * (bars - 1));
+    let (ended, live, rows) = tokio::try_join!(
+        ended_counts(pool, project, span, since),
+        live_counts(pool, project, since),
+        outcome_buckets(pool, project, span, first_bar, bar),
+    )?;
+    let buckets = (0..bars)
+        .map(|i| {
+            let start = first_bar + chrono::Duration::seconds(bar * i);
+            let (p, f) = rows.iter().find(|r| r.0 == start).map(|r| (r.1, r.2)).unwrap_or((0, 0));
+            (start, p, f)
+        })
+        .collect();
+    let counts = Status::ALL
+        .into_iter()
+        .map(|st| {
+            let n = ended.iter().chain(&live).filter(|c| c.0 == st.as_str()).map(|c| c.1).sum();
+            (st, n)
+        })
+        .collect();
+    Ok(Summary { now, counts, buckets })
+}
