@@ -781,8 +781,8 @@ async fn backlog(t: &Target, sink: &Sink, sink_url: &str, run: u64, n: u64) -> R
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "INSERT INTO event_logs (id, event_id, project, trigger_name, status, next_attempt_at)
-         SELECT herald_uuid_v7(), id, 'default', $2, 'scheduled', deliver_at FROM events WHERE type = $1",
+        "INSERT INTO event_logs (id, event_id, project, trigger_name, event_type, status, next_attempt_at)
+         SELECT herald_uuid_v7(), id, 'default', $2, type, 'scheduled', deliver_at FROM events WHERE type = $1",
     )
     .bind(&event_type)
     .bind(&trigger)

@@ -104,6 +104,13 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
 
+    /// A streaming replica of Herald's database. When set, the history's reads
+    /// (Mission Control's Event Logs and Dead Letters, the history API) go to it,
+    /// so a busy dashboard never slows delivery; everything else uses the primary.
+    #[arg(long, env = "HERALD_READ_DATABASE_URL", value_name = "HERALD_READ_DATABASE_URL", hide_env_values = true,
+          global = true)]
+    pub read_database_url: Option<String>,
+
     /// Folder for the node id and the embedded PostgreSQL cluster.
     #[arg(long, env = "HERALD_DATA_DIR", value_name = "HERALD_DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
@@ -240,6 +247,14 @@ impl Config {
         if let Some(url) = &self.database_url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err("DATABASE_URL must start with postgres:// or postgresql://".into());
+            }
+        }
+        if let Some(url) = &self.read_database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err("HERALD_READ_DATABASE_URL must start with postgres:// or postgresql://".into());
+            }
+            if let Err(e) = url.parse::<sqlx::postgres::PgConnectOptions>() {
+                return Err(format!("HERALD_READ_DATABASE_URL is not a valid PostgreSQL URL: {e}"));
             }
         }
         if self.metrics_token.as_deref().is_some_and(|t| t.trim().len() < 16) {

@@ -67,7 +67,15 @@ async fn with_database(config: &Config, options: PgConnectOptions, command: Opti
     store::MIGRATOR.run(&pool).await.context("database migration failed")?;
     let writer = store::connect_writer(options, config.db_pool_size).await.context("cannot connect to the database")?;
     let node_id = server::node_id(&config.data_dir)?;
-    let engine = Engine::new(pool.clone(), node_id, server::engine_config(config)).with_writer(writer);
+    let mut engine = Engine::new(pool.clone(), node_id, server::engine_config(config)).with_writer(writer);
+    if let Some(url) = &config.read_database_url {
+        let options = url.parse::<PgConnectOptions>().context("HERALD_READ_DATABASE_URL is not a valid PostgreSQL URL")?;
+        let reader = store::connect_reader(options, config.db_pool_size)
+            .await
+            .map_err(|e| anyhow::anyhow!("HERALD_READ_DATABASE_URL: {e}"))?;
+        tracing::info!("the history is read from HERALD_READ_DATABASE_URL");
+        engine = engine.with_reader(reader);
+    }
     let result = match command.unwrap_or(Command::Serve) {
         Command::Migrate => {
             engine.bootstrap_project().await?;

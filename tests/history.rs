@@ -38,9 +38,9 @@ async fn old_event(pool: &PgPool, project: &str, age: chrono::Duration, statuses
         // A processing log holds a lease, as Herald's always do.
         let lease = (*status == "processing").then(|| Utc::now() + chrono::Duration::hours(1));
         sqlx::query(
-            "INSERT INTO event_logs (id, event_id, project, trigger_name, status, attempts, next_attempt_at, created_at,
-                                     lease_until)
-             VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8)",
+            "INSERT INTO event_logs (id, event_id, project, trigger_name, event_type, status, attempts, next_attempt_at,
+                                     created_at, lease_until)
+             VALUES ($1, $2, $3, $4, 't', $5, 1, $6, $7, $8)",
         )
         .bind(log)
         .bind(event)
@@ -275,11 +275,11 @@ async fn spread_history(pool: &PgPool, n: i64, hours: i64) {
          ), e AS (
              INSERT INTO events (id, project, type, data, deliver_at, created_at)
              SELECT herald_uuid_v7(), 'default', 'type' || (i % 3), '{}', at, at FROM g
-             RETURNING id, created_at
+             RETURNING id, type, created_at
          )
-         INSERT INTO event_logs (id, event_id, project, trigger_name, status, attempts, next_attempt_at, created_at,
-                                 lease_until, last_error)
-         SELECT herald_uuid_v7(), e.id, 'default', 'trigger' || (g.i % 5),
+         INSERT INTO event_logs (id, event_id, project, trigger_name, event_type, status, attempts, next_attempt_at,
+                                 created_at, lease_until, last_error)
+         SELECT herald_uuid_v7(), e.id, 'default', 'trigger' || (g.i % 5), e.type,
                 (ARRAY['processed', 'processed', 'processed', 'failed', 'cancelled', 'pending', 'scheduled', 'processing'])[1 + g.i % 8],
                 1, e.created_at, e.created_at,
                 CASE WHEN g.i % 8 = 7 THEN now() + interval '1 hour' END,
@@ -375,7 +375,8 @@ async fn each_list_filter_is_served_by_its_index(pool: PgPool) {
         (filter(|f| f.status = Some(Status::Processing)), "event_logs_leased"),
         (filter(|f| f.trigger = Some("trigger1".into())), "event_logs_ended_trigger"),
         (filter(|f| (f.trigger, f.status) = (Some("trigger1".into()), Some(Status::Cancelled))), "event_logs_ended_trigger"),
-        (filter(|f| f.event_type = Some("type1".into())), "events_type"),
+        (filter(|f| f.event_type = Some("type1".into())), "event_logs_ended_type"),
+        (filter(|f| (f.event_type, f.status) = (Some("type1".into()), Some(Status::Cancelled))), "event_logs_ended_type"),
         (filter(|f| f.event_id = Some(Uuid::now_v7())), "event_logs_event"),
     ];
     for (f, index) in cases {
@@ -448,4 +449,40 @@ async fn retention_takes_the_counts_of_what_it_removes(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(oldest, 0, "no count of removed history is left");
+}
+
+/// The migration that adds the kept counts and the type column keeps every row
+/// stored before it: each event log gets its event's type, and the counts of the
+/// history already there are made from it.
+#[sqlx::test(migrations = false)]
+async fn the_history_migration_keeps_every_row_and_counts_it(pool: PgPool) {
+    let all: Vec<_> = herald::store::MIGRATOR.iter().cloned().collect();
+    let at = all.iter().position(|m| m.description.contains("history reads")).expect("the history migration");
+    let before = sqlx::migrate::Migrator { migrations: std::borrow::Cow::Owned(all[..at].to_vec()), ..sqlx::migrate::Migrator::DEFAULT };
+    before.run(&pool).await.unwrap();
+    sqlx::query(
+        "WITH e AS (
+             INSERT INTO events (id, project, type, data, deliver_at, created_at)
+             SELECT gen_random_uuid(), 'default', 'type' || (i % 3), '{}', now(), now() - make_interval(hours => i)
+             FROM generate_series(1, 50) i RETURNING id, created_at
+         )
+         INSERT INTO event_logs (id, event_id, project, trigger_name, status, next_attempt_at, created_at)
+         SELECT gen_random_uuid(), id, 'default', 'hook',
+                CASE WHEN extract(hour FROM created_at)::int % 2 = 0 THEN 'processed' ELSE 'pending' END, now(), created_at
+         FROM e",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    herald::store::MIGRATOR.run(&pool).await.unwrap();
+    let (logs, typed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE l.event_type = e.type) FROM event_logs l JOIN events e ON e.id = l.event_id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((logs, typed), (50, 50));
+    let (kept, scanned) = kept_and_scanned(&pool).await;
+    assert!(!kept.is_empty());
+    assert_eq!(kept, scanned);
 }

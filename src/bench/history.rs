@@ -115,21 +115,20 @@ async fn load(db: &PgPool, offset: u64, n: u64, days: u32) -> Result<()> {
         sqlx::query(
             "WITH g AS (
                  SELECT i, at, herald_uuid_at(at) AS event_id, herald_uuid_at(at) AS log_id,
+                        CASE WHEN i % 9973 = 0 THEN 'bench.history.rare' ELSE 'bench.history.' || (i % 10) END AS type,
                         CASE WHEN i % 100 < 90 THEN 'processed' WHEN i % 100 < 98 THEN 'failed' ELSE 'cancelled' END AS status
                  FROM (SELECT i, now() - random() * make_interval(days => $3) AS at
                        FROM generate_series($1::bigint, $1::bigint + $2 - 1) i) r
              ), e AS (
                  INSERT INTO events (id, project, type, data, deliver_at, created_at)
-                 SELECT event_id, 'default',
-                        CASE WHEN i % 9973 = 0 THEN 'bench.history.rare' ELSE 'bench.history.' || (i % 10) END,
-                        jsonb_build_object('seq', i, 'note', 'a loaded history row'), at, at
+                 SELECT event_id, 'default', type, jsonb_build_object('seq', i, 'note', 'a loaded history row'), at, at
                  FROM g
              ), l AS (
-                 INSERT INTO event_logs (id, event_id, project, trigger_name, status, attempts, next_attempt_at,
-                                         last_error, created_at, updated_at)
+                 INSERT INTO event_logs (id, event_id, project, trigger_name, event_type, status, attempts,
+                                         next_attempt_at, last_error, created_at, updated_at)
                  SELECT log_id, event_id, 'default',
                         CASE WHEN i % 10000 = 0 THEN 'bench-history-rare' ELSE 'bench-history-' || (i % 20) END,
-                        status, 1, at, CASE status WHEN 'failed' THEN 'HTTP 500 Internal Server Error' END, at, at
+                        type, status, 1, at, CASE status WHEN 'failed' THEN 'HTTP 500 Internal Server Error' END, at, at
                  FROM g
              )
              INSERT INTO event_log_counts (project, span, bucket, status, n)
@@ -156,8 +155,9 @@ async fn load(db: &PgPool, offset: u64, n: u64, days: u32) -> Result<()> {
                  INSERT INTO events (id, project, type, data, deliver_at)
                  SELECT event_id, 'default', 'bench.history.0', '{}', now() + interval '365 days' FROM g
              )
-             INSERT INTO event_logs (id, event_id, project, trigger_name, status, next_attempt_at)
-             SELECT herald_uuid_v7(), event_id, 'default', 'bench-history-0', 'scheduled', now() + interval '365 days'
+             INSERT INTO event_logs (id, event_id, project, trigger_name, event_type, status, next_attempt_at)
+             SELECT herald_uuid_v7(), event_id, 'default', 'bench-history-0', 'bench.history.0', 'scheduled',
+                    now() + interval '365 days'
              FROM g",
         )
         .execute(db)

@@ -132,9 +132,10 @@ async fn load_aged(db: &PgPool, n: i64, seconds: u64) -> Result<()> {
                  INSERT INTO events (id, project, type, data, deliver_at, created_at)
                  SELECT event_id, 'default', 'bench.soak.aged', jsonb_build_object('seq', i), at, at FROM g
              ), l AS (
-                 INSERT INTO event_logs (id, event_id, project, trigger_name, status, attempts, next_attempt_at,
-                                         created_at, updated_at)
-                 SELECT log_id, event_id, 'default', 'bench-soak-aged', 'processed', 1, at, at, at FROM g
+                 INSERT INTO event_logs (id, event_id, project, trigger_name, event_type, status, attempts,
+                                         next_attempt_at, created_at, updated_at)
+                 SELECT log_id, event_id, 'default', 'bench-soak-aged', 'bench.soak.aged', 'processed', 1, at, at, at
+                 FROM g
              ), inv AS (
                  INSERT INTO invocation_logs (id, event_log_id, attempt, started_at, duration_ms, status_code,
                                               request_headers, request_body, response_body)

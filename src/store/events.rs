@@ -137,15 +137,15 @@ pub async fn enqueue_leasing(
              ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING id, type, data, deliver_at, created_at
          ), matched AS (
-             SELECT ins.id, ins.deliver_at, t.name, t.id AS trigger_id, t.timeout_ms, t.url, t.retries, t.headers,
+             SELECT ins.id, ins.type, ins.deliver_at, t.name, t.id AS trigger_id, t.timeout_ms, t.url, t.retries, t.headers,
                     $8::uuid IS NOT NULL AND ($10::bigint IS NULL OR (ins.deliver_at <= now()
                         AND row_number() OVER (ORDER BY ins.id, t.name) <= $10)) AS leased
              FROM ins JOIN event_triggers t ON t.project = $1 AND t.type = ins.type AND t.enabled
                  AND {SOURCE_MATCH}
          ), logs AS (
-             INSERT INTO event_logs (id, event_id, project, trigger_name, trigger_id, status, next_attempt_at,
-                                     lease_until, leased_by)
-             SELECT herald_uuid_v7(), m.id, $1, m.name, m.trigger_id,
+             INSERT INTO event_logs (id, event_id, project, trigger_name, trigger_id, event_type, status,
+                                     next_attempt_at, lease_until, leased_by)
+             SELECT herald_uuid_v7(), m.id, $1, m.name, m.trigger_id, m.type,
                     CASE WHEN m.leased THEN 'processing'
                          WHEN m.deliver_at > now() THEN 'scheduled'
                          ELSE 'pending' END,

@@ -43,7 +43,7 @@ impl From<EventLogRow> for EventLog {
     }
 }
 
-const LOG_SELECT: &str = "SELECT l.id, l.event_id, l.trigger_name, e.type AS event_type, l.status, l.attempts,
+const LOG_SELECT: &str = "SELECT l.id, l.event_id, l.trigger_name, l.event_type, l.status, l.attempts,
     l.created_at, e.deliver_at, l.next_attempt_at, l.last_error
     FROM event_logs l JOIN events e ON e.id = l.event_id";
 
@@ -125,11 +125,10 @@ pub struct LogFilter {
 /// The history, newest first, a page at a time. Each shape of filter takes the
 /// index that finds its first page without reading what it skips:
 /// - an event: `event_logs_event`;
-/// - a type: the events of that type, newest first (`events_type`), and their logs
-///   (an event and its logs are stored by one statement, so they share `created_at`);
-/// - a status or a trigger: for ended logs `event_logs_ended` or
-///   `event_logs_ended_trigger`, one branch per status, each stopping at the page
-///   size; live logs (the backlog, not the history) through the claim's indexes;
+/// - a status, a trigger or a type: for ended logs `event_logs_ended`,
+///   `event_logs_ended_trigger` or `event_logs_ended_type`, one branch per status,
+///   each stopping at the page size; live logs (the backlog, not the history)
+///   through the claim's indexes;
 /// - otherwise, a time range or nothing: `event_logs_history`.
 pub async fn list_logs(pool: &PgPool, project: &str, f: &LogFilter) -> Result<Vec<EventLog>, sqlx::Error> {
     let mut q = QueryBuilder::<Postgres>::new("");
@@ -140,30 +139,22 @@ pub async fn list_logs(pool: &PgPool, project: &str, f: &LogFilter) -> Result<Ve
 
 /// Writes the statement of [`list_logs`] into `q` (tests EXPLAIN it).
 pub fn push_list<'a>(q: &mut QueryBuilder<'a, Postgres>, project: &'a str, f: &LogFilter) {
-    if f.event_id.is_some() || f.event_type.is_some() || (f.status.is_none() && f.trigger.is_none()) {
+    if f.event_id.is_some() || (f.status.is_none() && f.trigger.is_none() && f.event_type.is_none()) {
         q.push(LOG_SELECT).push(" WHERE l.project = ").push_bind(project);
         if let Some(event) = f.event_id {
             q.push(" AND l.event_id = ").push_bind(event);
         }
-        if let Some(t) = &f.event_type {
-            q.push(" AND e.project = ").push_bind(project).push(" AND e.type = ").push_bind(t.clone());
-        }
         if let Some(s) = f.status {
             q.push(" AND l.status = ").push_bind(s.as_str());
         }
-        if let Some(t) = &f.trigger {
-            q.push(" AND l.trigger_name = ").push_bind(t.clone());
-        }
-        // By type the walk is over the events' index: the bounds go on its columns.
-        let at = if f.event_type.is_some() { "e.created_at" } else { "l.created_at" };
-        push_time_bounds(q, at, f);
-        q.push(format_args!(" ORDER BY {at} DESC, l.id DESC LIMIT ")).push_bind(f.limit);
+        push_trigger_and_time(q, f);
+        q.push(" ORDER BY l.created_at DESC, l.id DESC LIMIT ").push_bind(f.limit);
     } else {
         let statuses = match f.status {
             Some(s) => vec![s],
             None => Status::ALL.to_vec(),
         };
-        q.push("SELECT x.id, x.event_id, x.trigger_name, e.type AS event_type, x.status, x.attempts,
+        q.push("SELECT x.id, x.event_id, x.trigger_name, x.event_type, x.status, x.attempts,
             x.created_at, e.deliver_at, x.next_attempt_at, x.last_error FROM (");
         for (i, s) in statuses.iter().enumerate() {
             if i > 0 {
@@ -179,7 +170,8 @@ pub fn push_list<'a>(q: &mut QueryBuilder<'a, Postgres>, project: &'a str, f: &L
 /// Statuses are written as literals, so that the planner sees which partial index
 /// holds them.
 fn push_branch(q: &mut QueryBuilder<'_, Postgres>, project: &str, status: Status, f: &LogFilter) {
-    let columns = "l.id, l.event_id, l.trigger_name, l.status, l.attempts, l.created_at, l.next_attempt_at, l.last_error";
+    let columns =
+        "l.id, l.event_id, l.trigger_name, l.event_type, l.status, l.attempts, l.created_at, l.next_attempt_at, l.last_error";
     let st = status.as_str();
     if status.is_final() {
         q.push(format_args!(
@@ -208,6 +200,9 @@ fn push_branch(q: &mut QueryBuilder<'_, Postgres>, project: &str, status: Status
 fn push_trigger_and_time(q: &mut QueryBuilder<'_, Postgres>, f: &LogFilter) {
     if let Some(t) = &f.trigger {
         q.push(" AND l.trigger_name = ").push_bind(t.clone());
+    }
+    if let Some(t) = &f.event_type {
+        q.push(" AND l.event_type = ").push_bind(t.clone());
     }
     push_time_bounds(q, "l.created_at", f);
 }

@@ -158,11 +158,13 @@ pub struct Serving {
     pub metrics_token: Option<String>,
     /// The total time limit of a request (file routes excepted).
     pub request_timeout: Duration,
+    /// A pool the history is read from (HERALD_READ_DATABASE_URL).
+    pub reader: Option<PgPool>,
 }
 
 impl Default for Serving {
     fn default() -> Self {
-        Serving { metrics_token: None, request_timeout: Duration::from_secs(60) }
+        Serving { metrics_token: None, request_timeout: Duration::from_secs(60), reader: None }
     }
 }
 
@@ -186,8 +188,11 @@ impl Herald {
 
     /// A node served with these HTTP settings.
     pub async fn start_custom(pool: PgPool, config: EngineConfig, serving: Serving) -> Herald {
-        let Serving { metrics_token, request_timeout } = serving;
-        let engine = Engine::new(pool.clone(), Uuid::new_v4(), config);
+        let Serving { metrics_token, request_timeout, reader } = serving;
+        let mut engine = Engine::new(pool.clone(), Uuid::new_v4(), config);
+        if let Some(reader) = reader {
+            engine = engine.with_reader(reader);
+        }
         let key = match engine.bootstrap().await.unwrap() {
             Some(key) => key,
             None => engine.create_api_key("default", Role::Admin, "test").await.unwrap(),
