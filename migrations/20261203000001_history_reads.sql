@@ -20,13 +20,14 @@ CREATE TABLE event_log_counts (
 );
 
 -- An event log carries its event's type, so that filtering the history by type
--- (alone or with a status) has an index of its own. The logs already stored get
--- it from their events here, before the trigger below exists: this rewrites
--- event_logs once.
-ALTER TABLE event_logs ADD COLUMN event_type text;
-UPDATE event_logs l SET event_type = e.type FROM events e WHERE e.id = l.event_id;
-UPDATE event_logs SET event_type = '' WHERE event_type IS NULL;
-ALTER TABLE event_logs ALTER COLUMN event_type SET NOT NULL;
+-- (alone or with a status) has an index of its own. Adding the column with a
+-- constant default changes only the catalog (no rewrite, no long lock), and a
+-- node of the previous build, which does not write it, keeps working during a
+-- rolling upgrade. The logs stored before (type '') get their event's type from
+-- a background pass in batches (event_logs_untyped finds them; new logs never
+-- enter it).
+ALTER TABLE event_logs ADD COLUMN event_type text NOT NULL DEFAULT '';
+CREATE INDEX event_logs_untyped ON event_logs (id) WHERE event_type = '';
 
 -- Buckets are cut in UTC whatever the session's time zone.
 CREATE FUNCTION herald_count_ended() RETURNS trigger LANGUAGE plpgsql AS $$

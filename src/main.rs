@@ -70,7 +70,7 @@ async fn with_database(config: &Config, options: PgConnectOptions, command: Opti
     let mut engine = Engine::new(pool.clone(), node_id, server::engine_config(config)).with_writer(writer);
     if let Some(url) = &config.read_database_url {
         let options = url.parse::<PgConnectOptions>().context("HERALD_READ_DATABASE_URL is not a valid PostgreSQL URL")?;
-        let reader = store::connect_reader(options, config.db_pool_size)
+        let reader = store::connect_reader(options, config.db_pool_size, std::time::Duration::from_secs(120))
             .await
             .map_err(|e| anyhow::anyhow!("HERALD_READ_DATABASE_URL: {e}"))?;
         tracing::info!("the history is read from HERALD_READ_DATABASE_URL");

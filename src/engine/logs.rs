@@ -107,7 +107,8 @@ impl Engine {
         let limit = filter.limit;
         // One extra row tells whether another page exists.
         filter.limit += 1;
-        let mut items = history::list_logs(self.reads(), project, &filter).await?;
+        let pool = if filter.event_id.is_some() { self.pool() } else { self.reads() };
+        let mut items = history::list_logs(pool, project, &filter).await?;
         let more = items.len() as i64 > limit;
         items.truncate(limit as usize);
         let next_cursor = if more { items.last().map(encode_cursor) } else { None };
@@ -115,8 +116,11 @@ impl Engine {
     }
 
     /// One event log with its event data and attempts.
+    /// Read from the primary, as the list of one event's logs is: they are what a
+    /// caller looks up right after queueing, redelivering or cancelling, when a
+    /// replica may not have them yet; and each is a lookup by key.
     pub async fn log_detail(&self, project: &str, id: Uuid) -> Result<LogDetail, EngineError> {
-        log_detail_from(self.reads(), project, id).await
+        log_detail_from(self.pool(), project, id).await
     }
 
     /// Delivers an event log again, with a fresh set of attempts.

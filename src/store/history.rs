@@ -336,9 +336,10 @@ pub async fn outcome_buckets(
 /// Counts by status and processed/failed per bar over the last `window`.
 ///
 /// Ended logs are counted from the kept per-minute counts for windows under a
-/// day and the per-hour ones beyond, so a window starts at the minute (or the
-/// hour) `window` ago; the backlog is counted live. About 24 bars, each a whole
-/// number of minutes (or hours), so that the kept counts fall onto them.
+/// day and the per-hour ones beyond; the backlog is counted live. About 24 bars,
+/// each a whole number of minutes (or hours) so that the kept counts fall onto
+/// them, the last one holding now; the counts cover the same span as the bars
+/// (from the start of the first, up to a bar less than `window` ago).
 pub async fn summary(pool: &PgPool, project: &str, window: std::time::Duration) -> Result<Summary, sqlx::Error> {
     let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(31)).max(chrono::Duration::minutes(1));
     let (span, unit) = if window < chrono::Duration::days(1) {
@@ -353,9 +354,10 @@ pub async fn summary(pool: &PgPool, project: &str, window: std::time::Duration) 
         let epoch = DateTime::parse_from_rfc3339(BUCKET_EPOCH).expect("a valid constant").with_timezone(&Utc);
         epoch + chrono::Duration::seconds((t - epoch).num_seconds().div_euclid(step) * step)
     };
-    let since = start_of(now - window, unit);
     let last_bar = start_of(now, bar);
     let first_bar = last_bar - chrono::Duration::seconds(bar * (bars - 1));
+    // The counts cover what the bars cover, so that they add up to the same.
+    let since = first_bar;
     let (ended, live, rows) = tokio::try_join!(
         ended_counts(pool, project, span, since),
         live_counts(pool, project, since),

@@ -46,26 +46,32 @@ pub async fn connect_writer(options: PgConnectOptions, max_connections: u32) -> 
 
 /// Opens the pool for the history's reads on a streaming replica
 /// (HERALD_READ_DATABASE_URL). Its sessions are read-only, so a URL that names a
-/// primary by mistake still gets no writes; and it must hold Herald's tables, up
-/// to the latest migration this build knows.
-pub async fn connect_reader(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, String> {
+/// primary by mistake still gets no writes. It must hold Herald's tables at the
+/// latest migration this build knows: a replica lags its primary, so right after
+/// a migration this waits up to `catch_up` for it to replay that far.
+pub async fn connect_reader(options: PgConnectOptions, max_connections: u32, catch_up: Duration) -> Result<PgPool, String> {
     let options = options.options([("default_transaction_read_only", "on")]);
     let pool = connect(options, max_connections).await.map_err(|e| format!("cannot connect: {e}"))?;
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let applied: Option<i64> = sqlx::query_scalar(
-        "SELECT max(version) FROM _sqlx_migrations WHERE success",
-    )
-    .fetch_one(&pool)
-    .await
-    .map_err(|e| format!("it does not hold Herald's tables (is it a replica of Herald's database?): {e}"))?;
-    if applied.unwrap_or(0) < latest {
-        return Err(format!(
-            "its schema is at migration {} and this build needs {latest}: is it a replica of Herald's database, \
-             and has it caught up?",
-            applied.unwrap_or(0)
-        ));
+    let deadline = std::time::Instant::now() + catch_up;
+    loop {
+        let applied: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| format!("it does not hold Herald's tables (is it a replica of Herald's database?): {e}"))?;
+        let applied = applied.unwrap_or(0);
+        if applied >= latest {
+            return Ok(pool);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "its schema is at migration {applied} and this build needs {latest}, still after {} s: \
+                 is it a replica of Herald's database, and is it replaying?",
+                catch_up.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Ok(pool)
 }
 
 /// True when `e` is a unique-constraint violation.

@@ -86,13 +86,15 @@ async fn remove_batch(pool: &PgPool, project: &str, cutoff: DateTime<Utc>) -> Re
              AND status IN ('processed', 'failed', 'cancelled')
              RETURNING id, event_id, created_at, status
          ), counted AS (
-             UPDATE event_log_counts c SET n = c.n - d.n
-             FROM (SELECT s.span, s.bucket, g.status, count(*) AS n
-                   FROM gone g CROSS JOIN LATERAL (VALUES
-                       ('minute', date_bin('1 minute', g.created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')),
-                       ('hour', date_bin('1 hour', g.created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00'))) AS s (span, bucket)
-                   GROUP BY 1, 2, 3) d
-             WHERE c.project = $1 AND c.span = d.span AND c.bucket = d.bucket AND c.status = d.status
+             -- The same ordered upsert as the counting trigger's, so that two
+             -- writers never lock the same count rows in opposite orders.
+             INSERT INTO event_log_counts (project, span, bucket, status, n)
+             SELECT $1, s.span, s.bucket, g.status, -count(*)
+             FROM gone g CROSS JOIN LATERAL (VALUES
+                 ('minute', date_bin('1 minute', g.created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')),
+                 ('hour', date_bin('1 hour', g.created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00'))) AS s (span, bucket)
+             GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+             ON CONFLICT (project, span, bucket, status) DO UPDATE SET n = event_log_counts.n + excluded.n
          )
          SELECT id, event_id FROM gone",
     )
@@ -152,11 +154,31 @@ async fn remove_lone_events(pool: &PgPool, project: &str, cutoff: DateTime<Utc>)
     Ok(r.rows_affected())
 }
 
+/// Gives up to `BATCH` event logs stored before their type was recorded their
+/// event's type. Returns how many.
+pub async fn type_untyped(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE event_logs l SET event_type = e.type
+         FROM (SELECT id FROM event_logs WHERE event_type = '' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) u, events e
+         WHERE l.id = u.id AND e.id = l.event_id",
+    )
+    .bind(BATCH)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
 /// Removes what every project's retention lets go, batch after batch, until
 /// nothing is left or `budget` batches ran (the next pass goes on).
 pub async fn apply(pool: &PgPool, budget: usize) -> Result<Removed, sqlx::Error> {
     let mut total = Removed::default();
     let mut batches = 0;
+    while batches < budget {
+        batches += 1;
+        if type_untyped(pool).await? < BATCH as u64 {
+            break;
+        }
+    }
     for (project, cutoff) in cutoffs(pool).await? {
         loop {
             if batches >= budget {
