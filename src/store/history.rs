@@ -133,7 +133,11 @@ pub struct LogFilter {
 pub async fn list_logs(pool: &PgPool, project: &str, f: &LogFilter) -> Result<Vec<EventLog>, sqlx::Error> {
     let mut q = QueryBuilder::<Postgres>::new("");
     push_list(&mut q, project, f);
-    let rows: Vec<EventLogRow> = q.build_query_as().fetch_all(pool).await?;
+    // Planned for its values each time (an unnamed statement), never with a
+    // generic plan: one made for "some trigger, some time range" chose a scan that
+    // took 170 ms on 20 million event logs where the plan for the values takes
+    // 4 ms. Planning these statements costs a few milliseconds.
+    let rows: Vec<EventLogRow> = q.build_query_as().persistent(false).fetch_all(pool).await?;
     Ok(rows.into_iter().map(EventLog::from).collect())
 }
 
