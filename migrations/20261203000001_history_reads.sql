@@ -96,3 +96,10 @@ AS $$
             52, 1), 53, 1),
         'hex')::uuid
 $$;
+
+-- Retention removes history every minute: autovacuum should hand the space back
+-- to new rows soon after, as it already does for event_logs, rather than wait
+-- until a fifth of the table is dead (the default), which lets the attempts and
+-- the events grow by that much before their space is reused.
+ALTER TABLE invocation_logs SET (autovacuum_vacuum_scale_factor = 0.01);
+ALTER TABLE events SET (autovacuum_vacuum_scale_factor = 0.01);
