@@ -34,7 +34,6 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate:
     let sampler = {
         let db = db.clone();
         tokio::spawn(async move {
-            let mut samples = Vec::new();
             let start = Instant::now();
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
@@ -44,7 +43,6 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate:
                         .await
                         .unwrap_or(-1);
                     println!("{}", json!({"scenario": "soak", "at_s": start.elapsed().as_secs(), "sizes_mb": s, "aged_left": left}));
-                    samples.push(s);
                 }
             }
         })
