@@ -19,6 +19,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use tokio::io::AsyncBufReadExt;
 
+mod flow;
 mod history;
 mod soak;
 
@@ -38,7 +39,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Scenarios to run, comma-separated: throughput, latency, sync, backlog, and
-    /// (not by default, they take long) history and soak.
+    /// (not by default, they take long) history, soak, rate-limit and ordering.
     #[arg(long, value_delimiter = ',', default_value = "throughput,latency,sync,backlog")]
     pub scenarios: Vec<String>,
     /// Events per throughput run.
@@ -76,6 +77,18 @@ pub struct BenchArgs {
     /// measured in this run (measured first if the throughput scenario did not run).
     #[arg(long)]
     pub soak_rate: Option<u64>,
+    /// Events of the rate-limit scenario.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate_limit_events: usize,
+    /// The rate limit of its trigger, deliveries per second.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate_limit: f64,
+    /// Events of the ordering scenario.
+    #[arg(long, default_value_t = 10_000)]
+    pub ordering_events: usize,
+    /// Ordering keys they spread over.
+    #[arg(long, default_value_t = 100)]
+    pub ordering_keys: usize,
 }
 
 /// One scenario's figures: a table row and a JSON line.
@@ -397,6 +410,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         args.history_rows = vec![20_000, 200_000];
         args.history_samples = args.history_samples.min(10);
         args.soak_seconds = args.soak_seconds.min(90);
+        args.rate_limit_events = args.rate_limit_events.min(1_000);
+        args.ordering_events = args.ordering_events.min(2_000);
     }
     let (sink, sink_url) = Sink::start().await?;
     let target = match args.url.clone() {
@@ -467,7 +482,17 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     run_id += 1;
                     soak::run(&target, &sink, &sink_url, run_id, rate.max(1), args.soak_seconds).await?;
                 }
-                other => bail!("unknown scenario '{other}': use throughput, latency, sync, backlog, history or soak"),
+                "rate-limit" => {
+                    run_id += 1;
+                    println!("{}", flow::rate_limit(&target, run_id, args.rate_limit_events, args.rate_limit).await?);
+                }
+                "ordering" => {
+                    run_id += 1;
+                    println!("{}", flow::ordering(&target, run_id, args.ordering_events, args.ordering_keys).await?);
+                }
+                other => bail!(
+                    "unknown scenario '{other}': use throughput, latency, sync, backlog, history, soak, rate-limit or ordering"
+                ),
             }
         }
         Ok(())

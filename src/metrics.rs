@@ -13,6 +13,7 @@ pub const LAG_SECONDS: &str = "herald_delivery_lag_seconds";
 pub const DUE_UNCLAIMED: &str = "herald_due_unclaimed";
 pub const IN_FLIGHT: &str = "herald_deliveries_in_flight";
 pub const DB_POOL: &str = "herald_db_pool_connections";
+pub const CIRCUIT_OPEN: &str = "herald_trigger_circuit_open";
 
 /// The process-wide recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
@@ -42,5 +43,6 @@ fn describe() {
     describe_histogram!(LAG_SECONDS, Unit::Seconds, "From when an event log was due to its successful delivery.");
     describe_gauge!(DUE_UNCLAIMED, "Event logs that are due and not yet claimed by any node (counted up to 100,000).");
     describe_gauge!(IN_FLIGHT, "Deliveries running on this node.");
+    describe_gauge!(CIRCUIT_OPEN, "1 while the trigger's circuit is open (its deliveries wait; SPEC §10), else 0.");
     describe_gauge!(DB_POOL, "Database connections of this node, by state (active, idle, max).");
 }

@@ -110,6 +110,56 @@ pub struct Trigger {
     pub enabled: bool,
     #[cfg_attr(feature = "ssr", schema(value_type = Object))]
     pub options: serde_json::Map<String, serde_json::Value>,
+    /// Most deliveries per second, for all nodes together; `None` for no limit (SPEC §10).
+    #[serde(default)]
+    pub rate_limit: Option<f64>,
+    /// Most attempts in flight at once, for all nodes together (SPEC §10).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: i32,
+    /// The circuit breaker's state (read-only).
+    #[serde(default)]
+    pub circuit: Circuit,
+    /// Why Herald disabled the trigger by itself (a circuit open for 3 days); `None`
+    /// when it is enabled or an operator disabled it (read-only).
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+}
+
+pub const DEFAULT_MAX_IN_FLIGHT: i32 = 256;
+
+fn default_max_in_flight() -> i32 {
+    DEFAULT_MAX_IN_FLIGHT
+}
+
+/// A trigger's circuit breaker (SPEC §10): `open` while nearly every recent attempt
+/// failed. Its deliveries then wait, and one probe goes out each minute.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Circuit {
+    pub open: bool,
+    /// Why it opened.
+    pub reason: Option<String>,
+    pub opened_at: Option<DateTime<Utc>>,
+    /// When the next probe goes out.
+    pub next_probe_at: Option<DateTime<Utc>>,
+}
+
+/// A trigger's recent deliveries (SPEC §10), from the per-trigger counters: never
+/// a scan of the history.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerHealth {
+    pub trigger: String,
+    /// Attempts in the last hour.
+    pub attempts: i64,
+    /// Attempts in the last hour that succeeded.
+    pub succeeded: i64,
+    /// The 95th percentile of those attempts' durations, as the upper bound of its
+    /// histogram bucket, in milliseconds; `None` without attempts.
+    pub p95_ms: Option<i64>,
+    pub circuit: Circuit,
 }
 
 /// One row of the delivery history.

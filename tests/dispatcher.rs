@@ -34,6 +34,7 @@ async fn an_expired_lease_is_claimed_again(pool: PgPool) {
             deliver_at: chrono::Utc::now(),
             synchronous: false,
             idempotency_key: None,
+            ordering_key: None,
         };
         let lease = herald::store::events::Lease { node: dead, margin: Duration::from_millis(300) };
         let stored = herald::store::events::enqueue(&mut tx, "default", &[ev], Some(lease)).await.unwrap();
@@ -102,7 +103,7 @@ async fn shutdown_finishes_in_flight_work_and_releases_the_rest(pool: PgPool) {
     let node = Engine::new(pool.clone(), node_id, common::test_config());
     let (_, reply) = h.queue(json!({"type": "t"})).await;
     let id = reply["eventId"].as_str().unwrap();
-    let claimed = herald::store::events::claim(&pool, node_id, 10, Duration::from_secs(60)).await.unwrap();
+    let claimed = herald::store::events::claim(&pool, node_id, 10, Duration::from_secs(60), &[]).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(h.statuses(id).await, vec![Status::Processing]);
     node.shutdown().await;

@@ -187,6 +187,7 @@ async fn leased_to_a_dead_node(pool: &PgPool, event_type: &str) -> (uuid::Uuid, 
         deliver_at: chrono::Utc::now(),
         synchronous: false,
         idempotency_key: None,
+        ordering_key: None,
     };
     let dead = uuid::Uuid::new_v4();
     let lease = herald::store::events::Lease { node: dead, margin: Duration::from_millis(200) };

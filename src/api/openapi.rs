@@ -56,6 +56,12 @@ pub struct TriggerList {
     items: Vec<crate::model::Trigger>,
 }
 
+#[allow(dead_code)] // Read only by the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+pub struct HealthList {
+    items: Vec<crate::model::TriggerHealth>,
+}
+
 /// Failed event logs created in [from, to) are replayed; all are optional. With
 /// `error`, only those whose last error is exactly that text (a dead-letter group).
 #[derive(ToSchema)]
@@ -96,7 +102,7 @@ impl Modify for BearerAuth {
         super::health::healthz, super::health::readyz, super::health::metrics,
         super::queue::queue, super::queue::queue_alias, super::queue::queue_batch,
         super::triggers::list, super::triggers::create, super::triggers::read, super::triggers::update,
-        super::triggers::remove,
+        super::triggers::remove, super::triggers::health,
         super::logs::list, super::logs::detail, super::logs::redeliver, super::logs::cancel, super::logs::replay,
         super::logs::dead_letters, super::logs::read_settings, super::logs::write_settings,
         super::files::list_root, super::files::read, super::files::create, super::files::remove,

@@ -18,6 +18,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/api/{project}/eventing/triggers", get(list).post(create))
         .route("/v1/api/{project}/eventing/triggers/{name}", get(read).put(update).delete(remove))
+        .route("/v1/api/{project}/eventing/health", get(health))
 }
 
 /// A well-formed trigger that breaks a rule (a bad URL, retries out of range)
@@ -43,6 +44,19 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &project, &headers, Role::Admin).await?;
     Ok(Json(json!({"items": state.engine.list_triggers(&project).await?})))
+}
+
+#[utoipa::path(get, path = "/v1/api/{project}/eventing/health", tag = "triggers", params(("project" = String, Path, description = "Project id")),
+    security(("bearer" = [])), responses((status = 200, description = "{\"items\": [TriggerHealth]}: each trigger's attempts over the last hour and its circuit",
+        body = crate::api::openapi::HealthList),
+        (status = 401, description = "Missing or bad token", body = crate::api::openapi::ErrorBody), (status = 403, description = "Not an admin key", body = crate::api::openapi::ErrorBody)))]
+async fn health(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &project, &headers, Role::Admin).await?;
+    Ok(Json(json!({"items": state.engine.trigger_health(&project).await?})))
 }
 
 #[utoipa::path(post, path = "/v1/api/{project}/eventing/triggers", tag = "triggers", params(("project" = String, Path, description = "Project id")),

@@ -66,6 +66,9 @@ pub struct TriggerForm {
     pub url: String,
     pub retries: String,
     pub timeout_ms: String,
+    /// Deliveries per second; empty for no limit.
+    pub rate_limit: String,
+    pub max_in_flight: String,
     pub headers: Vec<(String, String)>,
     pub enabled: bool,
     /// Database source: the alias and the `schema.table`.
@@ -130,6 +133,15 @@ pub async fn list_triggers(project: String) -> Result<Vec<Trigger>, AppError> {
     server::respond(async move {
         let engine = server::signed_in().await?;
         engine.list_triggers(&project).await.map_err(server::engine_error)
+    })
+    .await
+}
+
+#[server(endpoint = "trigger_health")]
+pub async fn trigger_health(project: String) -> Result<Vec<crate::model::TriggerHealth>, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in().await?;
+        engine.trigger_health(&project).await.map_err(server::engine_error)
     })
     .await
 }
@@ -639,6 +651,16 @@ mod server {
             headers: Some(headers),
             enabled: Some(form.enabled),
             options,
+            rate_limit: match form.rate_limit.trim() {
+                "" => None,
+                v => Some(v.parse::<f64>().ok().filter(|r| r.is_finite()).ok_or_else(|| AppError::Invalid {
+                    field: Some("rateLimit".into()),
+                    message: "`rateLimit`: Rate limit must be a number of deliveries per second, or empty for none".into(),
+                })?),
+            },
+            max_in_flight: number("maxInFlight", "Max in flight", &form.max_in_flight)?,
+            circuit: None,
+            disabled_reason: None,
         })
     }
 

@@ -37,7 +37,9 @@ const DRAIN_BATCH: i64 = 1000;
 
 /// Herald's tables in its own database: watching them would feed Herald its own
 /// writes.
-const HERALD_TABLES: [&str; 11] = [
+const HERALD_TABLES: [&str; 13] = [
+    "public.flow_credits",
+    "public.trigger_stats",
     "public.database_grants",
     "public.projects",
     "public.api_keys",
@@ -410,6 +412,7 @@ impl Engine {
                     deliver_at: now,
                     synchronous: false,
                     idempotency_key: (!shared).then(|| format!("herald-db:{alias}:{}", c.uid)),
+                    ordering_key: None,
                 });
             }
         }

@@ -40,6 +40,8 @@ impl Engine {
             tokio::spawn(self.clone().enqueue_loop()),
             tokio::spawn(self.clone().refresh_statistics_loop()),
             tokio::spawn(self.clone().retention_loop()),
+            tokio::spawn(self.clone().flow_loop()),
+            tokio::spawn(self.clone().pump_loop()),
         ];
         let engine = self.clone();
         workers.push(tokio::spawn(async move {
@@ -58,6 +60,9 @@ impl Engine {
     /// running when its lease is handed back.
     pub async fn shutdown(&self) {
         self.0.shutdown.cancel();
+        // Deliveries waiting for their trigger's limits never started: their
+        // leases are handed back below with the others.
+        self.0.flow.forget_waiting();
         self.0.tasks.close();
         if tokio::time::timeout(self.config().shutdown_grace, self.0.tasks.wait()).await.is_err() {
             tracing::warn!(running = self.0.tasks.len(), "shutdown grace period over; stopping the attempts still running");
@@ -91,11 +96,12 @@ impl Engine {
         if free == 0 {
             return Ok((0, 0));
         }
-        let jobs = store::claim(self.pool(), self.node_id(), free as i64, self.config().lease_margin).await?;
+        let blocked = self.0.flow.blocked();
+        let jobs = store::claim(self.pool(), self.node_id(), free as i64, self.config().lease_margin, &blocked).await?;
         let claimed = jobs.len();
         for job in jobs {
             let permit = permits.pop().expect("claimed no more than the slots taken");
-            self.spawn_delivery(job, permit);
+            self.start_or_wait(job, Some(permit));
         }
         Ok((claimed, free))
     }
@@ -128,17 +134,30 @@ impl Engine {
     pub(crate) fn deliver_leased(&self, jobs: Vec<Job>, mut permits: Vec<OwnedSemaphorePermit>) {
         permits.truncate(jobs.len());
         for (job, permit) in jobs.into_iter().zip(permits) {
-            self.spawn_delivery(job, permit);
+            self.start_or_wait(job, Some(permit));
         }
     }
 
-    fn spawn_delivery(&self, job: Job, permit: OwnedSemaphorePermit) {
+    /// Runs one delivery. `ticket` is its room within the trigger's limits.
+    pub(crate) fn spawn_delivery(
+        &self,
+        job: Job,
+        held: HeldLease,
+        permit: Option<OwnedSemaphorePermit>,
+        ticket: Option<super::flow::Ticket>,
+    ) {
         let engine = self.clone();
-        let held = self.hold_lease(job.id);
         self.0.tasks.spawn(async move {
-            engine.deliver_job(job, None).await;
+            let probe = job.probe.then_some(job.trigger_id).flatten();
+            let mut ticket = ticket;
+            let outcome = engine.deliver_job(job, None, &mut ticket).await;
+            if let Some(trigger) = probe {
+                engine.probe_done(trigger, outcome.status == Status::Processed).await;
+            }
             drop(held);
             drop(permit);
+            // The slot first, then the room: the pump may start a waiting delivery.
+            drop(ticket);
             // A slot is free: the dispatcher may be waiting for one.
             if engine.0.slots.available_permits() * 2 >= engine.config().concurrency {
                 engine.0.wake.notify_one();
@@ -328,8 +347,15 @@ impl Engine {
     /// Delivers one claimed event log: one attempt, leaving any retry to whichever
     /// node claims it next. With `hold_until` (a synchronous event's deadline),
     /// this node keeps the lease and makes the retries due before that deadline
-    /// itself; a retry due later goes to the dispatchers like any other.
-    pub(crate) async fn deliver_job(&self, mut job: Job, hold_until: Option<std::time::Instant>) -> DeliveryOutcome {
+    /// itself; a retry due later goes to the dispatchers like any other. `ticket`,
+    /// the delivery's room within its trigger's limits, is given back while such a
+    /// retry waits, and taken again for it.
+    pub(crate) async fn deliver_job(
+        &self,
+        mut job: Job,
+        hold_until: Option<std::time::Instant>,
+        ticket: &mut Option<super::flow::Ticket>,
+    ) -> DeliveryOutcome {
         let mut outcome = DeliveryOutcome {
             log_id: job.id,
             trigger: job.trigger_name.clone(),
@@ -379,6 +405,10 @@ impl Engine {
                     error = a.invocation.error.as_deref().unwrap_or(""), "delivery attempt failed"),
             }
             record_metrics(&job, &next, &a.invocation, now);
+            if let Some(trigger) = job.trigger_id {
+                let ok = matches!(a.verdict, Verdict::Delivered);
+                self.0.flow.count(trigger, ok, a.invocation.duration_ms, a.invocation.error.as_deref());
+            }
             outcome.status_code = a.invocation.status_code;
             outcome.duration_ms = Some(a.invocation.duration_ms);
             outcome.response = a.response_json;
@@ -410,10 +440,21 @@ impl Engine {
             }
             let Next::RetryHeld { at, .. } = next else { return outcome };
             let wait = (at - Utc::now()).to_std().unwrap_or_default();
+            let limited = ticket.take().is_some();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 // Shutdown releases the lease; another node makes the retry.
                 _ = self.0.shutdown.cancelled() => return outcome,
+            }
+            if let (true, Some(trigger), Some(deadline)) = (limited, job.trigger_id, hold_until) {
+                *ticket = self.flow_ticket(trigger, deadline).await;
+                if ticket.is_none() {
+                    // No room before the deadline: the dispatchers make the retry.
+                    if let Err(e) = store::release_unstarted(self.pool(), self.node_id(), &[job.id]).await {
+                        tracing::warn!(log = %job.id, error = %e, "cannot hand a retry to the dispatchers; its lease will expire");
+                    }
+                    return outcome;
+                }
             }
             job.attempts = attempt_no;
         }

@@ -541,6 +541,7 @@ fn file_event(event_type: &str, path: &str, kind: &str, meta: &Value) -> NewEven
         deliver_at: Utc::now().trunc_subsecs(6),
         synchronous: false,
         idempotency_key: None,
+        ordering_key: None,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod dbevents;
 pub mod deliver;
 pub mod dispatch;
 pub mod files;
+pub mod flow;
 pub mod grants;
 pub mod guard;
 pub mod logs;
@@ -111,6 +112,8 @@ pub struct EngineConfig {
     /// An upload that sends no bytes for this long is cut off (SPEC §8: an idle
     /// timeout, not a total one).
     pub upload_idle_timeout: Duration,
+    /// When a trigger's circuit opens, and how it probes (SPEC §10).
+    pub breaker: crate::store::flow::BreakerRule,
 }
 
 impl Default for EngineConfig {
@@ -129,6 +132,7 @@ impl Default for EngineConfig {
             max_file_bytes: 100 * 1024 * 1024,
             intent_grace: Duration::from_secs(60),
             upload_idle_timeout: Duration::from_secs(30),
+            breaker: Default::default(),
         }
     }
 }
@@ -177,6 +181,8 @@ struct Inner {
     /// Set once the dispatcher runs: queue calls may then lease their events to this node.
     dispatcher_running: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
+    /// Per-trigger limits on this node, and the breaker's counts.
+    flow: flow::Flow,
 }
 
 impl Engine {
@@ -209,6 +215,7 @@ impl Engine {
             leases_handed_back: CancellationToken::new(),
             abandon: CancellationToken::new(),
             shutdown: CancellationToken::new(),
+            flow: flow::Flow::default(),
         }))
     }
 

@@ -17,6 +17,7 @@ const MAX_AHEAD_SECS: f64 = 10.0 * 365.0 * 86_400.0;
 /// The most events in one batch call.
 pub const MAX_BATCH: usize = 1000;
 const MAX_IDEMPOTENCY_KEY: usize = 256;
+const MAX_ORDERING_KEY: usize = 256;
 
 /// A parsed queue request.
 #[derive(Clone, Debug)]
@@ -131,8 +132,34 @@ pub fn parse_event(body: &Value, now: DateTime<Utc>) -> Result<QueueRequest, Eng
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(invalid("`idempotencyKey` must be a string")),
     };
+    let ordering_key = match obj.get("orderingKey") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => return Err(invalid("`orderingKey` must not be empty")),
+        Some(Value::String(s)) if s.chars().count() > MAX_ORDERING_KEY => {
+            return Err(invalid(format!("`orderingKey` is longer than {MAX_ORDERING_KEY} characters")))
+        }
+        Some(Value::String(s)) if s.contains('\0') => {
+            return Err(invalid("`orderingKey` contains a NUL character (\\u0000), which PostgreSQL cannot store"))
+        }
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(invalid("`orderingKey` must be a string")),
+    };
+    if synchronous && ordering_key.is_some() {
+        return Err(invalid(
+            "`orderingKey` cannot be combined with `isSynchronous`: a synchronous event is delivered at once, \
+             and an ordered one waits for the events of its key queued before it",
+        ));
+    }
     Ok(QueueRequest {
-        event: NewEvent { id: Uuid::now_v7(), event_type, data, deliver_at, synchronous, idempotency_key },
+        event: NewEvent {
+            id: Uuid::now_v7(),
+            event_type,
+            data,
+            deliver_at,
+            synchronous,
+            idempotency_key,
+            ordering_key,
+        },
         scheduled: deliver_at > now,
     })
 }
@@ -180,7 +207,8 @@ impl Engine {
         }
         let slots = self.slots_for_queueing(parsed.len());
         let mut stored =
-            store::enqueue_committed(self.writer(), project, &parsed, self.own_lease(), Some(slots.len())).await?;
+            store::enqueue_committed(self.writer(), project, &parsed, self.own_lease(), Some(slots.len()), &self.0.flow.blocked())
+                .await?;
         count_queued(project, stored.iter().filter(|s| !s.duplicate).count() as u64);
         self.deliver_leased(take_leased(&mut stored), slots);
         Ok(stored
@@ -232,9 +260,16 @@ impl Engine {
             event
         };
         let slots = self.slots_for_queueing(1);
-        let stored =
-            store::enqueue_committed(self.writer(), project, std::slice::from_ref(&event), self.own_lease(), Some(slots.len()))
-                .await?;
+        let blocked = self.0.flow.blocked();
+        let stored = store::enqueue_committed(
+            self.writer(),
+            project,
+            std::slice::from_ref(&event),
+            self.own_lease(),
+            Some(slots.len()),
+            &blocked,
+        )
+        .await?;
         count_queued(project, 1);
         let mut stored = stored.into_iter().next().ok_or(EngineError::Database(sqlx::Error::RowNotFound))?;
         self.deliver_leased(std::mem::take(&mut stored.leased), slots);
@@ -288,10 +323,12 @@ impl Engine {
             replies.push(reply);
         }
         let slots = self.slots_for_queueing(events.len());
+        let blocked = self.0.flow.blocked();
         let written: Result<Vec<store::Stored>, sqlx::Error> = async {
             if projects.first() == projects.last() {
                 // One project, the usual case: one statement stores them all.
-                return store::enqueue_committed(self.writer(), &projects[0], &events, self.own_lease(), Some(slots.len()))
+                let lease = self.own_lease();
+                return store::enqueue_committed(self.writer(), &projects[0], &events, lease, Some(slots.len()), &blocked)
                     .await;
             }
             let mut tx = self.writer().begin().await?;
@@ -302,7 +339,7 @@ impl Engine {
                 let leased_so_far: usize = stored.iter().map(|s| s.leased.len()).sum();
                 let limit = Some(slots.len().saturating_sub(leased_so_far));
                 stored.extend(
-                    store::enqueue_leasing(&mut tx, &projects[start], &events[start..end], self.own_lease(), limit)
+                    store::enqueue_leasing(&mut tx, &projects[start], &events[start..end], self.own_lease(), limit, &blocked)
                         .await?,
                 );
                 start = end;

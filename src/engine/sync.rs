@@ -30,7 +30,8 @@ pub struct SyncReply {
 impl Engine {
     pub(crate) async fn queue_sync(&self, project: &str, event: NewEvent) -> Result<SyncReply, EngineError> {
         let event_type = event.event_type.clone();
-        let stored = store::enqueue_committed(self.writer(), project, std::slice::from_ref(&event), self.own_lease(), None).await?;
+        let stored = store::enqueue_committed(self.writer(), project, std::slice::from_ref(&event), self.own_lease(), None, &[])
+            .await?;
         super::queue::count_queued(project, 1);
         let mut stored = stored.into_iter().next().ok_or(EngineError::Database(sqlx::Error::RowNotFound))?;
         let event_id = stored.event_id;
@@ -51,6 +52,10 @@ impl Engine {
         // that finds none free before the deadline is handed to the dispatchers.
         let deadline = std::time::Instant::now() + self.config().sync_timeout;
         let jobs = std::mem::take(&mut stored.leased);
+        // Logs not leased here belong to triggers whose circuit is open: they wait.
+        let unleased: Vec<uuid::Uuid> =
+            stored.log_ids.iter().filter(|id| !jobs.iter().any(|j| j.id == **id)).copied().collect();
+        let waiting = if unleased.is_empty() { Vec::new() } else { store::trigger_names(self.pool(), &unleased).await? };
         let handles: Vec<_> = jobs
             .into_iter()
             .map(|job| {
@@ -59,10 +64,17 @@ impl Engine {
                 self.0.tasks.spawn(async move {
                     let _held = held;
                     let slot = tokio::time::timeout_at(deadline.into(), engine.0.slots.clone().acquire_owned()).await;
+                    // Then room within the trigger's limits (SPEC §10).
+                    let ticket = match (&slot, job.trigger_id) {
+                        (Ok(Ok(_)), Some(trigger)) => engine.flow_ticket(trigger, deadline).await,
+                        _ => None,
+                    };
                     match slot {
-                        Ok(Ok(permit)) => {
-                            let outcome = engine.deliver_job(job, Some(deadline)).await;
+                        Ok(Ok(permit)) if ticket.is_some() || job.trigger_id.is_none() => {
+                            let mut ticket = ticket;
+                            let outcome = engine.deliver_job(job, Some(deadline), &mut ticket).await;
                             drop(permit);
+                            drop(ticket);
                             outcome
                         }
                         _ => {
@@ -94,6 +106,14 @@ impl Engine {
             });
         };
         let mut outcomes: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
+        outcomes.extend(waiting.iter().map(|(log_id, trigger)| super::dispatch::DeliveryOutcome {
+            log_id: *log_id,
+            trigger: trigger.clone(),
+            status: Status::Pending,
+            status_code: None,
+            duration_ms: None,
+            response: None,
+        }));
         outcomes.sort_by(|a, b| a.trigger.cmp(&b.trigger));
         // The webhook's answer is the `response` field of its JSON body (seed 004).
         let response_of = |o: &super::dispatch::DeliveryOutcome| {
@@ -120,6 +140,14 @@ impl Engine {
         let mut body = json!({"result": result, "eventId": event_id, "deliveries": deliveries});
         let status = if ok {
             SyncStatus::Ok
+        } else if !waiting.is_empty() && outcomes.iter().all(|o| o.status.is_final() || waiting.iter().any(|w| w.0 == o.log_id)) {
+            let names: Vec<&str> = waiting.iter().map(|w| w.1.as_str()).collect();
+            body["error"] = json!(format!(
+                "the circuit of {} is open (its receiver failed nearly every recent attempt): the delivery waits \
+                 and goes out once the circuit closes",
+                names.join(", ")
+            ));
+            SyncStatus::Timeout
         } else if going_on {
             body["error"] = json!(format!(
                 "the deliveries did not succeed within {} ms; their retries go on in the background",

@@ -27,6 +27,15 @@ pub struct TriggerInput {
     pub enabled: Option<bool>,
     #[schema(value_type = Option<Object>)]
     pub options: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Deliveries per second for all nodes together, 0.01 to 100000; null or absent for none.
+    pub rate_limit: Option<f64>,
+    /// Attempts in flight at once for all nodes together, 1 to 10000 (default 256).
+    pub max_in_flight: Option<i64>,
+    /// Read-only; accepted and ignored, so that a trigger read from the API can be sent back.
+    #[schema(value_type = Option<Object>)]
+    pub circuit: Option<serde_json::Value>,
+    /// Read-only; accepted and ignored, as `circuit`.
+    pub disabled_reason: Option<String>,
 }
 
 /// Checks an event type against SPEC §1 and §2.
@@ -137,6 +146,19 @@ impl TriggerInput {
         }
         let headers = self.headers.unwrap_or_default();
         validate_headers(&headers)?;
+        if let Some(r) = self.rate_limit {
+            if !(0.01..=100_000.0).contains(&r) {
+                return Err(EngineError::Invalid(format!(
+                    "`rateLimit` must be between 0.01 and 100000 deliveries per second, or null for none, not {r}"
+                )));
+            }
+        }
+        let max_in_flight = self.max_in_flight.unwrap_or(crate::model::DEFAULT_MAX_IN_FLIGHT as i64);
+        if !(1..=10_000).contains(&max_in_flight) {
+            return Err(EngineError::Invalid(format!(
+                "`maxInFlight` must be between 1 and 10000, not {max_in_flight}"
+            )));
+        }
         Ok(Trigger {
             name,
             source,
@@ -147,6 +169,10 @@ impl TriggerInput {
             headers,
             enabled: self.enabled.unwrap_or(true),
             options: self.options.unwrap_or_default(),
+            rate_limit: self.rate_limit,
+            max_in_flight: max_in_flight as i32,
+            circuit: Default::default(),
+            disabled_reason: None,
         })
     }
 }
@@ -154,6 +180,24 @@ impl TriggerInput {
 impl Engine {
     pub async fn list_triggers(&self, project: &str) -> Result<Vec<Trigger>, EngineError> {
         Ok(store::triggers::list(self.pool(), project).await?)
+    }
+
+    /// Each trigger's deliveries over the last hour and its circuit (SPEC §10), from
+    /// the per-trigger counters.
+    pub async fn trigger_health(&self, project: &str) -> Result<Vec<crate::model::TriggerHealth>, EngineError> {
+        let recent = store::flow::recent(self.reads(), project, std::time::Duration::from_secs(3600)).await?;
+        let mut circuits: std::collections::HashMap<String, crate::model::Circuit> =
+            self.list_triggers(project).await?.into_iter().map(|t| (t.name, t.circuit)).collect();
+        Ok(recent
+            .into_iter()
+            .map(|r| crate::model::TriggerHealth {
+                circuit: circuits.remove(&r.name).unwrap_or_default(),
+                p95_ms: p95(&r.durations),
+                trigger: r.name,
+                attempts: r.attempts,
+                succeeded: r.attempts - r.failures,
+            })
+            .collect())
     }
 
     pub async fn get_trigger(&self, project: &str, name: &str) -> Result<Trigger, EngineError> {
@@ -277,6 +321,22 @@ impl Engine {
     }
 }
 
+/// The 95th percentile of a duration histogram, as its bucket's upper bound in ms.
+fn p95(histogram: &[i64]) -> Option<i64> {
+    let total: i64 = histogram.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let mut seen = 0;
+    for (i, n) in histogram.iter().enumerate() {
+        seen += n;
+        if seen * 100 >= total * 95 {
+            return store::flow::DURATION_BOUNDS_MS.get(i).map(|b| *b as i64);
+        }
+    }
+    None
+}
+
 /// The (database alias, table) a database trigger watches.
 fn watched(t: &Trigger) -> Option<(String, String)> {
     if t.source != Source::Database {
@@ -308,6 +368,16 @@ mod tests {
     fn defaults_follow_the_spec() {
         let t = input().into_trigger(None).unwrap();
         assert_eq!((t.retries, t.timeout_ms, t.enabled, t.source), (3, 5000, true, Source::Custom));
+        assert_eq!((t.rate_limit, t.max_in_flight), (None, 256));
+    }
+
+    #[test]
+    fn p95_is_the_bound_of_the_bucket_holding_it() {
+        assert_eq!(p95(&[]), None);
+        assert_eq!(p95(&[0, 0, 0]), None);
+        // 94 fast, 6 slow: the 95th is slow.
+        assert_eq!(p95(&[94, 0, 6]), Some(25));
+        assert_eq!(p95(&[95, 0, 5]), Some(5));
     }
 
     #[test]
@@ -317,6 +387,10 @@ mod tests {
         assert!(err(TriggerInput { url: Some("not a url".into()), ..input() }).contains("`url`"));
         assert!(err(TriggerInput { retries: Some(21), ..input() }).contains("`retries`"));
         assert!(err(TriggerInput { timeout_ms: Some(99), ..input() }).contains("`timeoutMs`"));
+        assert!(err(TriggerInput { rate_limit: Some(0.0), ..input() }).contains("`rateLimit`"));
+        assert!(err(TriggerInput { rate_limit: Some(100_001.0), ..input() }).contains("`rateLimit`"));
+        assert!(err(TriggerInput { max_in_flight: Some(0), ..input() }).contains("`maxInFlight`"));
+        assert!(err(TriggerInput { max_in_flight: Some(10_001), ..input() }).contains("`maxInFlight`"));
         assert!(err(TriggerInput { event_type: Some(String::new()), ..input() }).contains("`type`"));
         assert!(err(TriggerInput { event_type: Some("DB_INSERT".into()), ..input() }).contains("reserved"));
         let mut h = serde_json::Map::new();

@@ -38,6 +38,8 @@ pub struct NewEvent {
     pub deliver_at: DateTime<Utc>,
     pub synchronous: bool,
     pub idempotency_key: Option<String>,
+    /// Per trigger, event logs of one key are delivered one at a time, in queue order (SPEC §10).
+    pub ordering_key: Option<String>,
 }
 
 /// What became of one `NewEvent`.
@@ -74,7 +76,7 @@ pub async fn enqueue(
     events: &[NewEvent],
     lease: Option<Lease>,
 ) -> Result<Vec<Stored>, sqlx::Error> {
-    enqueue_leasing(conn, project, events, lease, None).await
+    enqueue_leasing(conn, project, events, lease, None, &[]).await
 }
 
 /// [`enqueue_leasing`] on its own, committed when it returns: one statement with no
@@ -86,26 +88,31 @@ pub async fn enqueue_committed(
     events: &[NewEvent],
     lease: Option<Lease>,
     limit: Option<usize>,
+    blocked: &[Uuid],
 ) -> Result<Vec<Stored>, sqlx::Error> {
     if events.iter().all(|e| e.idempotency_key.is_none()) {
         let mut conn = pool.acquire().await?;
-        return enqueue_leasing(&mut conn, project, events, lease, limit).await;
+        return enqueue_leasing(&mut conn, project, events, lease, limit, blocked).await;
     }
     let mut tx = pool.begin().await?;
-    let stored = enqueue_leasing(&mut tx, project, events, lease, limit).await?;
+    let stored = enqueue_leasing(&mut tx, project, events, lease, limit, blocked).await?;
     tx.commit().await?;
     Ok(stored)
 }
 
 /// [`enqueue`], leasing at most `limit` of the new event logs that are due now to
 /// `lease.node` (all of them when `limit` is `None`): that node delivers them at
-/// once, with no claim. The others wait for any dispatcher as usual.
+/// once, with no claim. The others wait for any dispatcher as usual. Never leased
+/// here: event logs of an ordering key (the claim orders them), of a trigger whose
+/// circuit is open, and, with a `limit`, of the `blocked` triggers (this node's
+/// deliveries of them already wait for their limits).
 pub async fn enqueue_leasing(
     conn: &mut PgConnection,
     project: &str,
     events: &[NewEvent],
     lease: Option<Lease>,
     limit: Option<usize>,
+    blocked: &[Uuid],
 ) -> Result<Vec<Stored>, sqlx::Error> {
     let keys: Vec<String> = events.iter().filter_map(|e| e.idempotency_key.clone()).collect();
     if !keys.is_empty() {
@@ -126,26 +133,30 @@ pub async fn enqueue_leasing(
     let deliver_at: Vec<DateTime<Utc>> = events.iter().map(|e| e.deliver_at).collect();
     let sync: Vec<bool> = events.iter().map(|e| e.synchronous).collect();
     let idem: Vec<Option<&str>> = events.iter().map(|e| e.idempotency_key.as_deref()).collect();
+    let ordering: Vec<Option<&str>> = events.iter().map(|e| e.ordering_key.as_deref()).collect();
 
     let inserted: Vec<InsertedRow> = sqlx::query_as(&format!(
         "WITH input AS (
-             SELECT * FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::bool[], $7::text[])
-                 AS i (id, type, data, deliver_at, synchronous, idempotency_key)
+             SELECT * FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::bool[], $7::text[],
+                                  $12::text[])
+                 AS i (id, type, data, deliver_at, synchronous, idempotency_key, ordering_key)
          ), ins AS (
-             INSERT INTO events (id, project, type, data, deliver_at, synchronous, idempotency_key)
-             SELECT id, $1, type, data, deliver_at, synchronous, idempotency_key FROM input
+             INSERT INTO events (id, project, type, data, deliver_at, synchronous, idempotency_key, ordering_key)
+             SELECT id, $1, type, data, deliver_at, synchronous, idempotency_key, ordering_key FROM input
              ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-             RETURNING id, type, data, deliver_at, created_at
+             RETURNING id, type, data, deliver_at, created_at, ordering_key
          ), matched AS (
-             SELECT ins.id, ins.type, ins.deliver_at, t.name, t.id AS trigger_id, t.timeout_ms, t.url, t.retries, t.headers,
-                    $8::uuid IS NOT NULL AND ($10::bigint IS NULL OR (ins.deliver_at <= now()
+             SELECT ins.id, ins.type, ins.deliver_at, ins.ordering_key, t.name, t.id AS trigger_id, t.timeout_ms, t.url,
+                    t.retries, t.headers,
+                    $8::uuid IS NOT NULL AND ins.ordering_key IS NULL AND t.circuit_opened_at IS NULL
+                        AND ($10::bigint IS NULL OR (ins.deliver_at <= now() AND t.id <> ALL($11::uuid[])
                         AND row_number() OVER (ORDER BY ins.id, t.name) <= $10)) AS leased
              FROM ins JOIN event_triggers t ON t.project = $1 AND t.type = ins.type AND t.enabled
                  AND {SOURCE_MATCH}
          ), logs AS (
-             INSERT INTO event_logs (id, event_id, project, trigger_name, trigger_id, event_type, status,
+             INSERT INTO event_logs (id, event_id, project, trigger_name, trigger_id, event_type, ordering_key, status,
                                      next_attempt_at, lease_until, leased_by)
-             SELECT herald_uuid_v7(), m.id, $1, m.name, m.trigger_id, m.type,
+             SELECT herald_uuid_v7(), m.id, $1, m.name, m.trigger_id, m.type, m.ordering_key,
                     CASE WHEN m.leased THEN 'processing'
                          WHEN m.deliver_at > now() THEN 'scheduled'
                          ELSE 'pending' END,
@@ -161,6 +172,7 @@ pub async fn enqueue_leasing(
              -- What delivering the leased logs needs, besides the event itself.
              SELECT logs.event_id, array_agg(logs.id ORDER BY logs.trigger_name) AS ids,
                     array_agg(m.name ORDER BY logs.trigger_name) AS names,
+                    array_agg(m.trigger_id ORDER BY logs.trigger_name) AS trigger_ids,
                     array_agg(m.url ORDER BY logs.trigger_name) AS urls,
                     array_agg(m.retries ORDER BY logs.trigger_name) AS retries,
                     array_agg(m.timeout_ms ORDER BY logs.trigger_name) AS timeouts,
@@ -177,7 +189,7 @@ pub async fn enqueue_leasing(
          )
          SELECT ins.id, ins.created_at,
                 COALESCE(made.ids, '{{}}') AS log_ids,
-                leased.ids AS leased_ids, leased.names, leased.urls, leased.retries, leased.timeouts, leased.headers,
+                leased.ids AS leased_ids, leased.names, leased.trigger_ids, leased.urls, leased.retries, leased.timeouts, leased.headers,
                 (SELECT jwt_secret FROM secrets) AS jwt_secret, (SELECT signing_secret FROM secrets) AS signing_secret,
                 (SELECT count(*) FROM wake) AS woke
          FROM ins LEFT JOIN made ON made.event_id = ins.id LEFT JOIN leased ON leased.event_id = ins.id"
@@ -192,6 +204,8 @@ pub async fn enqueue_leasing(
     .bind(lease.map(|l| l.node))
     .bind(lease.map(|l| l.margin.as_secs_f64()).unwrap_or(0.0))
     .bind(limit.map(|l| l as i64))
+    .bind(blocked)
+    .bind(&ordering)
     .fetch_all(&mut *conn)
     .await?;
 
@@ -250,6 +264,7 @@ struct InsertedRow {
     log_ids: Vec<Uuid>,
     leased_ids: Option<Vec<Uuid>>,
     names: Option<Vec<String>>,
+    trigger_ids: Option<Vec<Uuid>>,
     urls: Option<Vec<String>>,
     retries: Option<Vec<i32>>,
     timeouts: Option<Vec<i32>>,
@@ -263,9 +278,20 @@ struct InsertedRow {
 impl InsertedRow {
     /// Jobs for the event logs this call leased: one per trigger, in trigger-name order.
     fn leased_jobs(&self, project: &str, event: &NewEvent) -> Vec<Job> {
-        let (Some(ids), Some(names), Some(urls), Some(retries), Some(timeouts), Some(headers), Some(jwt), Some(signing)) = (
+        let (
+            Some(ids),
+            Some(names),
+            Some(trigger_ids),
+            Some(urls),
+            Some(retries),
+            Some(timeouts),
+            Some(headers),
+            Some(jwt),
+            Some(signing),
+        ) = (
             &self.leased_ids,
             &self.names,
+            &self.trigger_ids,
             &self.urls,
             &self.retries,
             &self.timeouts,
@@ -281,6 +307,8 @@ impl InsertedRow {
                 event_id: event.id,
                 project: project.to_string(),
                 trigger_name: names[i].clone(),
+                trigger_id: Some(trigger_ids[i]),
+                probe: false,
                 attempts: 0,
                 event_type: event.event_type.clone(),
                 data: Json(event.data.clone()),
@@ -304,6 +332,12 @@ pub struct Job {
     pub event_id: Uuid,
     pub project: String,
     pub trigger_name: String,
+    /// The trigger's id; `None` when the trigger was deleted after the claim.
+    pub trigger_id: Option<Uuid>,
+    /// The one delivery a trigger with an open circuit lets through each minute:
+    /// its success closes the circuit.
+    #[sqlx(default)]
+    pub probe: bool,
     /// Attempts already made before this one.
     pub attempts: i32,
     pub event_type: String,
@@ -320,7 +354,7 @@ pub struct Job {
     pub signing_secret: String,
 }
 
-const JOB_COLUMNS: &str = "c.id, c.event_id, c.project, c.trigger_name, c.attempts,
+const JOB_COLUMNS: &str = "c.id, c.event_id, c.project, c.trigger_name, t.id AS trigger_id, c.attempts,
     e.type AS event_type, e.data, e.created_at AS event_time, e.deliver_at AS event_deliver_at,
     t.url, t.retries, t.timeout_ms, t.headers, p.jwt_secret, p.signing_secret";
 const JOB_JOINS: &str = "JOIN events e ON e.id = c.event_id
@@ -329,19 +363,34 @@ const JOB_JOINS: &str = "JOIN events e ON e.id = c.event_id
         AND (t.id = c.trigger_id OR (c.trigger_id IS NULL AND t.created_at <= c.created_at))";
 
 /// Claims up to `limit` due event logs for `node` in one statement, leasing each
-/// for its trigger's timeout plus `margin`. A due log whose trigger is disabled is
-/// set aside (`paused`) instead: it keeps its status and waits, out of the claim's
-/// index, until the trigger is enabled again (SPEC §8). A log whose trigger is gone
-/// is claimed, and its delivery cancels it.
-pub async fn claim(pool: &PgPool, node: Uuid, limit: i64, margin: Duration) -> Result<Vec<Job>, sqlx::Error> {
+/// for its trigger's timeout plus `margin`. A due log whose trigger is disabled, or
+/// whose trigger's circuit is open, is set aside (`paused`) instead: it keeps its
+/// status and waits, out of the claim's index, until the trigger is enabled or the
+/// circuit closes (SPEC §8, §10). A log whose trigger is gone is claimed, and its
+/// delivery cancels it. Logs of the `blocked` triggers are left for later: this
+/// node's deliveries of them already wait for the trigger's limits. A log with an
+/// ordering key is taken only once no earlier log of its key and trigger is live.
+pub async fn claim(
+    pool: &PgPool,
+    node: Uuid,
+    limit: i64,
+    margin: Duration,
+    blocked: &[Uuid],
+) -> Result<Vec<Job>, sqlx::Error> {
     sqlx::query_as(&format!(
         // The locked rows are updated by their physical address (ctid, stable while
         // locked): a lookup by primary key would wade through the index entries of
         // every earlier version of the row, which made large backlogs drain slower.
         "WITH due AS (
-             SELECT l.ctid, t.enabled IS NOT FALSE AS go, COALESCE(t.timeout_ms, 0) AS timeout_ms
+             SELECT l.ctid, t.enabled IS NOT FALSE AND t.circuit_opened_at IS NULL AS go,
+                    COALESCE(t.timeout_ms, 0) AS timeout_ms
              FROM event_logs l LEFT JOIN event_triggers t ON {SAME_TRIGGER}
              WHERE l.status IN ('scheduled', 'pending') AND NOT l.paused AND l.next_attempt_at <= now()
+               AND (t.id IS NULL OR t.id <> ALL($4))
+               AND (l.ordering_key IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM event_logs o
+                   WHERE o.trigger_id = l.trigger_id AND o.ordering_key = l.ordering_key AND o.event_id < l.event_id
+                     AND o.status IN ('scheduled', 'pending', 'processing')))
              ORDER BY l.next_attempt_at
              LIMIT $1
              FOR UPDATE OF l SKIP LOCKED
@@ -360,8 +409,58 @@ pub async fn claim(pool: &PgPool, node: Uuid, limit: i64, margin: Duration) -> R
     .bind(limit)
     .bind(node)
     .bind(margin.as_secs_f64())
+    .bind(blocked)
     .fetch_all(pool)
     .await
+}
+
+/// Takes the probe of each trigger whose circuit is open and whose probe is due:
+/// one of its set-aside event logs, leased to `node`, and the trigger's next probe
+/// moved `every` ahead. A trigger with nothing to probe keeps its probe due.
+pub async fn claim_probes(pool: &PgPool, node: Uuid, margin: Duration, every: Duration) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "WITH t AS (
+             SELECT id, project, name, timeout_ms FROM event_triggers
+             WHERE circuit_opened_at IS NOT NULL AND circuit_probe_at <= now() AND enabled
+             ORDER BY circuit_probe_at LIMIT 100
+             FOR UPDATE SKIP LOCKED
+         ), pick AS (
+             SELECT p.ctid, t.id AS trigger_id, t.timeout_ms FROM t CROSS JOIN LATERAL (
+                 SELECT l.ctid FROM event_logs l
+                 WHERE l.paused AND l.project = t.project AND l.trigger_name = t.name AND l.trigger_id = t.id
+                   AND l.status IN ('scheduled', 'pending') AND l.next_attempt_at <= now()
+                   AND (l.ordering_key IS NULL OR NOT EXISTS (
+                       SELECT 1 FROM event_logs o
+                       WHERE o.trigger_id = l.trigger_id AND o.ordering_key = l.ordering_key
+                         AND o.event_id < l.event_id AND o.status IN ('scheduled', 'pending', 'processing')))
+                 ORDER BY l.next_attempt_at LIMIT 1
+                 FOR UPDATE OF l SKIP LOCKED
+             ) p
+         ), next AS (
+             UPDATE event_triggers SET circuit_probe_at = now() + make_interval(secs => $3)
+             FROM pick WHERE event_triggers.id = pick.trigger_id
+         ), c AS (
+             UPDATE event_logs l
+             SET status = 'processing', paused = false, leased_by = $1, updated_at = now(),
+                 lease_until = now() + make_interval(secs => $2 + pick.timeout_ms / 1000.0)
+             FROM pick WHERE l.ctid = pick.ctid
+             RETURNING l.*
+         )
+         SELECT {JOB_COLUMNS}, true AS probe FROM c {JOB_JOINS}"
+    ))
+    .bind(node)
+    .bind(margin.as_secs_f64())
+    .bind(every.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+/// (id, trigger name) of these event logs.
+pub async fn trigger_names(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, trigger_name FROM event_logs WHERE id = ANY($1) ORDER BY trigger_name")
+        .bind(ids)
+        .fetch_all(pool)
+        .await
 }
 
 /// The time of the earliest scheduled or pending event log, if any.
@@ -413,7 +512,7 @@ const INTERRUPTED: &str = "attempts = l.attempts + 1,
 pub async fn resume_enabled(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(&format!(
         "UPDATE event_logs l SET paused = false, updated_at = now()
-         FROM event_triggers t WHERE l.paused AND t.enabled AND {SAME_TRIGGER}"
+         FROM event_triggers t WHERE l.paused AND t.enabled AND t.circuit_opened_at IS NULL AND {SAME_TRIGGER}"
     ))
     .execute(pool)
     .await?;

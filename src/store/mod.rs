@@ -2,6 +2,7 @@
 
 pub mod admins;
 pub mod events;
+pub mod flow;
 pub mod history;
 pub mod projects;
 pub mod retention;

@@ -3,7 +3,7 @@
 use sqlx::types::Json;
 use sqlx::{FromRow, PgPool};
 
-use crate::model::{Source, Trigger};
+use crate::model::{Circuit, Source, Trigger};
 
 #[derive(FromRow)]
 struct TriggerRow {
@@ -17,6 +17,12 @@ struct TriggerRow {
     headers: Json<serde_json::Map<String, serde_json::Value>>,
     options: Json<serde_json::Map<String, serde_json::Value>>,
     enabled: bool,
+    rate_limit: Option<f64>,
+    max_in_flight: i32,
+    circuit_opened_at: Option<chrono::DateTime<chrono::Utc>>,
+    circuit_reason: Option<String>,
+    circuit_probe_at: Option<chrono::DateTime<chrono::Utc>>,
+    disabled_reason: Option<String>,
 }
 
 impl From<TriggerRow> for Trigger {
@@ -32,11 +38,21 @@ impl From<TriggerRow> for Trigger {
             headers: r.headers.0,
             enabled: r.enabled,
             options: r.options.0,
+            rate_limit: r.rate_limit,
+            max_in_flight: r.max_in_flight,
+            circuit: Circuit {
+                open: r.circuit_opened_at.is_some(),
+                reason: r.circuit_opened_at.and(r.circuit_reason),
+                opened_at: r.circuit_opened_at,
+                next_probe_at: r.circuit_opened_at.and(r.circuit_probe_at),
+            },
+            disabled_reason: r.disabled_reason,
         }
     }
 }
 
-const COLUMNS: &str = "name, source, type, url, retries, timeout_ms, headers, options, enabled";
+const COLUMNS: &str = "name, source, type, url, retries, timeout_ms, headers, options, enabled, rate_limit,
+    max_in_flight, circuit_opened_at, circuit_reason, circuit_probe_at, disabled_reason";
 
 pub async fn list(pool: &PgPool, project: &str) -> Result<Vec<Trigger>, sqlx::Error> {
     let rows: Vec<TriggerRow> =
@@ -57,11 +73,15 @@ pub async fn get(pool: &PgPool, project: &str, name: &str) -> Result<Option<Trig
     Ok(row.map(Trigger::from))
 }
 
+/// When an update closes an open circuit (`$10` is the new `enabled`, `$5` the new URL).
+const RESET: &str = "(($10 AND disabled_reason IS NOT NULL) OR url IS DISTINCT FROM $5)";
+
 /// Inserts a trigger. A duplicate name is a unique violation (see `store::is_unique_violation`).
 pub async fn insert(pool: &PgPool, project: &str, t: &Trigger) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO event_triggers (project, name, source, type, url, retries, timeout_ms, headers, options, enabled)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO event_triggers (project, name, source, type, url, retries, timeout_ms, headers, options, enabled,
+                                     rate_limit, max_in_flight)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(project)
     .bind(&t.name)
@@ -73,6 +93,8 @@ pub async fn insert(pool: &PgPool, project: &str, t: &Trigger) -> Result<(), sql
     .bind(Json(&t.headers))
     .bind(Json(&t.options))
     .bind(t.enabled)
+    .bind(t.rate_limit)
+    .bind(t.max_in_flight)
     .execute(pool)
     .await?;
     Ok(())
@@ -80,13 +102,19 @@ pub async fn insert(pool: &PgPool, project: &str, t: &Trigger) -> Result<(), sql
 
 /// Replaces everything but the name. Returns false when there is no such trigger.
 /// Enabling a trigger resumes the event logs that waited while it was disabled.
+/// Enabling a trigger that Herald disabled for its open circuit closes the circuit:
+/// the operator asks for deliveries to go out again. So does a new URL.
 pub async fn update(pool: &PgPool, project: &str, t: &Trigger) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let r = sqlx::query(
+    let r = sqlx::query(&format!(
         "UPDATE event_triggers SET source = $3, type = $4, url = $5, retries = $6, timeout_ms = $7,
-                headers = $8, options = $9, enabled = $10, updated_at = now()
-         WHERE project = $1 AND name = $2",
-    )
+                headers = $8, options = $9, enabled = $10, rate_limit = $11, max_in_flight = $12,
+                circuit_closed_at = CASE WHEN circuit_opened_at IS NOT NULL AND {RESET} THEN now() ELSE circuit_closed_at END,
+                circuit_opened_at = CASE WHEN {RESET} THEN NULL ELSE circuit_opened_at END,
+                disabled_reason = CASE WHEN $10 THEN NULL ELSE disabled_reason END,
+                updated_at = now()
+         WHERE project = $1 AND name = $2"
+    ))
     .bind(project)
     .bind(&t.name)
     .bind(t.source.as_str())
@@ -97,6 +125,8 @@ pub async fn update(pool: &PgPool, project: &str, t: &Trigger) -> Result<bool, s
     .bind(Json(&t.headers))
     .bind(Json(&t.options))
     .bind(t.enabled)
+    .bind(t.rate_limit)
+    .bind(t.max_in_flight)
     .execute(&mut *tx)
     .await?;
     if r.rows_affected() != 1 {
@@ -105,7 +135,9 @@ pub async fn update(pool: &PgPool, project: &str, t: &Trigger) -> Result<bool, s
     if t.enabled {
         let resumed = sqlx::query(
             "UPDATE event_logs SET paused = false, updated_at = now()
-             WHERE paused AND project = $1 AND trigger_name = $2",
+             WHERE paused AND project = $1 AND trigger_name = $2
+               AND NOT EXISTS (SELECT 1 FROM event_triggers
+                               WHERE project = $1 AND name = $2 AND circuit_opened_at IS NOT NULL)",
         )
         .bind(project)
         .bind(&t.name)

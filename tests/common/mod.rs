@@ -70,6 +70,8 @@ struct ReceiverState {
     /// Scripted replies, used in order; when empty, `fallback` answers.
     script: Mutex<VecDeque<Reply>>,
     fallback: Mutex<Option<Reply>>,
+    /// Requests being answered right now, and the most there ever were at once.
+    open: Mutex<(usize, usize)>,
 }
 
 /// A webhook receiver on 127.0.0.1:0.
@@ -110,6 +112,11 @@ impl Receiver {
     pub fn count(&self) -> usize {
         self.state.log.lock().unwrap().len()
     }
+
+    /// The most requests it was answering at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.state.open.lock().unwrap().1
+    }
 }
 
 async fn receive(
@@ -123,9 +130,15 @@ async fn receive(
     let reply = reply
         .or_else(|| state.fallback.lock().unwrap().clone())
         .unwrap_or_else(|| Reply::json(200, json!({})));
+    {
+        let mut open = state.open.lock().unwrap();
+        open.0 += 1;
+        open.1 = open.1.max(open.0);
+    }
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
+    state.open.lock().unwrap().0 -= 1;
     let mut resp = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
     for (k, v) in reply.headers {
         resp.headers_mut().insert(k, v.parse().unwrap());
@@ -149,6 +162,7 @@ pub fn test_config() -> EngineConfig {
         max_file_bytes: 1024 * 1024,
         intent_grace: Duration::from_millis(500),
         upload_idle_timeout: Duration::from_secs(30),
+        breaker: Default::default(),
     }
 }
 
