@@ -205,6 +205,7 @@ mod tests {
         let t = Instant::now();
         let ms = |m: u64| t + Duration::from_millis(m);
         assert_eq!(busiest_second(vec![]), 0);
-        assert_eq!(busiest_second(vec![ms(0), ms(999), ms(1000), ms(1500), ms(1999)]), 4);
+        assert_eq!(busiest_second(vec![ms(0), ms(999), ms(1000), ms(1500), ms(1999)]), 3);
+        assert_eq!(busiest_second(vec![ms(1500), ms(0), ms(10), ms(20), ms(999), ms(1005)]), 4);
     }
 }
