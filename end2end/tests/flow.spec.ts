@@ -32,7 +32,7 @@ test('set a rate limit and max in flight in the form, and see a dead receiver op
     // Every attempt fails: after 20 the circuit opens, and the table says so and why.
     await row.getByRole('button', { name: 'Trigger' }).click();
     const modal = page.getByRole('form', { name: 'Trigger event' });
-    for (let i = 1; i <= 22; i++) {
+    for (let i = 1; i <= 20; i++) {
       await modal.getByRole('button', { name: 'Trigger' }).click();
       await expect.poll(() => dead.received.length).toBeGreaterThanOrEqual(i);
     }
@@ -42,7 +42,14 @@ test('set a rate limit and max in flight in the form, and see a dead receiver op
       await expect(row.locator('.badge', { hasText: 'Circuit open' })).toBeVisible({ timeout: 1000 });
     }).toPass({ timeout: 20_000 });
     await expect(row.locator('td.health')).toContainText('of the last');
-    await expect(row.locator('td.health')).toContainText('0.0 % ok');
+    await expect(row.locator('td.health')).toContainText('20 · 0.0 % ok');
+    // Further events wait: the dead receiver hears nothing more but the probes.
+    await row.getByRole('button', { name: 'Trigger' }).click();
+    await modal.getByRole('button', { name: 'Trigger' }).click();
+    await expect(modal.locator('code.event-id')).toBeVisible();
+    await modal.getByRole('button', { name: 'Close' }).click();
+    await page.waitForTimeout(1500);
+    expect(dead.received.length).toBe(20);
     await page.screenshot({ path: 'test-results/screenshots/circuit-open.png', fullPage: true });
 
     await row.getByRole('button', { name: 'Delete' }).click();

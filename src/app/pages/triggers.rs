@@ -60,6 +60,8 @@ pub fn EventTriggers() -> impl IntoView {
         })}
         <Transition fallback=|| view! { <p class="busy">"Loading triggers…"</p> }>
             {move || Suspend::new(async move {
+                // The health column is extra: without it the table still shows.
+                let healths = health.await.unwrap_or_default();
                 match triggers.await {
                     Err(e) => view! { <div class="notice" role="alert">{e.to_string()}</div> }.into_any(),
                     Ok(list) if list.is_empty() => view! {
@@ -95,10 +97,7 @@ pub fn EventTriggers() -> impl IntoView {
                                                     <small class="why">{t.circuit.reason.clone().unwrap_or_default()}</small>
                                                 })}
                                                 {t.disabled_reason.clone().map(|why| view! { <small class="why">{why}</small> })}
-                                                {
-                                                    let n = name.clone();
-                                                    move || health.get().and_then(Result::ok).and_then(|hs| hs.into_iter().find(|h| h.trigger == n)).map(health_line)
-                                                }
+                                                {healths.iter().find(|h| h.trigger == t.name).cloned().map(health_line)}
                                             </td>
                                             <td>
                                                 <button class="switch" role="switch" aria-checked=t.enabled.to_string()
