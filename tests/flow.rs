@@ -319,3 +319,34 @@ async fn an_ordering_key_is_checked(pool: PgPool) {
     let (status, reply) = h.queue(json!({"type": "x", "orderingKey": "ключ-🙂".repeat(20)})).await;
     assert_eq!(status, 200, "{reply}");
 }
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn disabling_a_trigger_stops_the_deliveries_waiting_for_its_rate_limit(pool: PgPool) {
+    let h = Herald::start(pool.clone()).await;
+    let rx = Receiver::start().await;
+    h.trigger("slow", "slow", &rx.url("/slow"), json!({"rateLimit": 4})).await;
+    queue_on_both(&[&h], "slow", 40).await;
+    wait_for(Duration::from_secs(10), || async { (rx.count() >= 2).then_some(()) }).await;
+
+    let mut t = read_trigger(&h, "slow").await;
+    t["enabled"] = json!(false);
+    let (status, reply) = h.send(h.http.put(format!("{}/v1/api/default/eventing/triggers/slow", h.base)).json(&t)).await;
+    assert_eq!(status, 200, "{reply}");
+    // Within a renewal, what waited on the node goes back to the database.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stopped_at = rx.count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rx.count(), stopped_at, "deliveries went on after the trigger was disabled");
+    assert!(stopped_at < 30, "{stopped_at} of 40 delivered at 4/s");
+    // Nothing failed or spent an attempt for it.
+    assert_eq!(count(&pool, "failed").await, 0);
+    let attempts: i64 = sqlx::query_scalar("SELECT COALESCE(sum(attempts), 0)::bigint FROM event_logs").fetch_one(&pool).await.unwrap();
+    assert_eq!(attempts as usize, stopped_at);
+
+    t["enabled"] = json!(true);
+    t["rateLimit"] = json!(100);
+    let (status, reply) = h.send(h.http.put(format!("{}/v1/api/default/eventing/triggers/slow", h.base)).json(&t)).await;
+    assert_eq!(status, 200, "{reply}");
+    wait_for(Duration::from_secs(20), || async { (count(&pool, "processed").await == 40).then_some(()) }).await;
+    assert_eq!(rx.count(), 40);
+}

@@ -365,6 +365,7 @@ impl Engine {
         let ids: Vec<Uuid> = flow.lock().triggers.keys().copied().collect();
         let began = Instant::now();
         let mut orphans = Vec::new();
+        let mut held_back: Vec<(Job, HeldLease)> = Vec::new();
         let shares = store::renew_shares(self.pool(), self.node_id(), &ids, |limits| {
             let mut st = flow.lock();
             let now = Instant::now();
@@ -378,6 +379,13 @@ impl Engine {
                     continue;
                 }
                 let Some(t) = st.triggers.get_mut(&l.trigger_id) else { continue };
+                if !l.go {
+                    // Disabled, or its circuit opened: what waits here goes back,
+                    // but the circuit's probe.
+                    let (probes, back): (VecDeque<_>, VecDeque<_>) = t.waiting.drain(..).partition(|(job, _)| job.probe);
+                    t.waiting = probes;
+                    held_back.extend(back);
+                }
                 t.rate_limit = l.rate_limit;
                 let share = t.decide(l, now);
                 // A smaller share applies before it is written; a larger one after.
@@ -410,6 +418,16 @@ impl Engine {
         flow.pump.notify_one();
         for (job, lease) in orphans {
             self.spawn_delivery(job, lease, None, None);
+        }
+        if !held_back.is_empty() {
+            let ids: Vec<Uuid> = held_back.iter().map(|(job, _)| job.id).collect();
+            // Due again with no attempt counted; the next claim sets them aside.
+            let released = crate::store::events::release_unstarted(self.pool(), self.node_id(), &ids).await;
+            drop(held_back);
+            match released {
+                Ok(n) => tracing::info!(released = n, "handed back deliveries of triggers now disabled or with an open circuit"),
+                Err(e) => tracing::warn!(error = %e, "cannot hand back deliveries of a stopped trigger; their leases will expire"),
+            }
         }
         Ok(())
     }
@@ -487,6 +505,7 @@ mod tests {
         Limits {
             trigger_id: Uuid::nil(),
             exists: true,
+            go: true,
             max_in_flight: max,
             rate_limit: rate,
             others_slots,

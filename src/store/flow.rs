@@ -22,6 +22,9 @@ pub struct Limits {
     pub trigger_id: Uuid,
     /// False when the trigger was deleted: the node forgets it.
     pub exists: bool,
+    /// False while the trigger is disabled or its circuit is open: deliveries
+    /// waiting on a node go back to the database, where they wait set aside.
+    pub go: bool,
     pub max_in_flight: i32,
     pub rate_limit: Option<f64>,
     pub others_slots: i64,
@@ -53,6 +56,7 @@ pub async fn renew_shares(
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CREDITS_LOCK).execute(&mut *tx).await?;
     let limits: Vec<Limits> = sqlx::query_as(
         "SELECT i.id AS trigger_id, t.id IS NOT NULL AS exists,
+                COALESCE(t.enabled AND t.circuit_opened_at IS NULL, false) AS go,
                 COALESCE(t.max_in_flight, 0) AS max_in_flight, t.rate_limit,
                 COALESCE(sum(c.slots), 0)::bigint AS others_slots,
                 COALESCE(sum(c.rate), 0)::float8 AS others_rate,
@@ -61,7 +65,7 @@ pub async fn renew_shares(
          LEFT JOIN event_triggers t ON t.id = i.id
          LEFT JOIN flow_credits c ON c.trigger_id = i.id AND c.node <> $2
              AND c.renewed_at > now() - make_interval(secs => $3)
-         GROUP BY i.id, t.id, t.max_in_flight, t.rate_limit",
+         GROUP BY i.id, t.id, t.enabled, t.circuit_opened_at, t.max_in_flight, t.rate_limit",
     )
     .bind(triggers)
     .bind(node)
