@@ -60,3 +60,10 @@ CREATE TABLE trigger_stats (
 );
 ALTER TABLE trigger_stats SET (autovacuum_vacuum_scale_factor = 0.05);
 
+
+-- Due event logs of a trigger whose deliveries already wait on some node for the
+-- trigger's limits are set aside too (`paused` and `held`), so that a large
+-- backlog of a limited trigger costs the other triggers' claims nothing. The
+-- nodes with room for the trigger take them back from here, oldest first.
+ALTER TABLE event_logs ADD COLUMN held boolean NOT NULL DEFAULT false;
+CREATE INDEX event_logs_held ON event_logs (trigger_id, next_attempt_at) WHERE held;

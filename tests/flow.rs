@@ -350,3 +350,29 @@ async fn disabling_a_trigger_stops_the_deliveries_waiting_for_its_rate_limit(poo
     wait_for(Duration::from_secs(20), || async { (count(&pool, "processed").await == 40).then_some(()) }).await;
     assert_eq!(rx.count(), 40);
 }
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn a_limited_trigger_with_a_backlog_does_not_hold_up_the_others(pool: PgPool) {
+    let a = Herald::start(pool.clone()).await;
+    let b = Herald::start(pool.clone()).await;
+    let slow = Receiver::start().await;
+    let fast = Receiver::start().await;
+    a.trigger("slow", "slow", &slow.url("/slow"), json!({"rateLimit": 5})).await;
+    a.trigger("fast", "fast", &fast.url("/fast"), json!({})).await;
+    queue_on_both(&[&a, &b], "slow", 300).await;
+    // The slow trigger's backlog is set aside, out of the claim's way.
+    wait_for(Duration::from_secs(10), || async {
+        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM event_logs WHERE held").fetch_one(&pool).await.unwrap();
+        (held > 200).then_some(())
+    })
+    .await;
+    let queued = Instant::now();
+    queue_on_both(&[&a, &b], "fast", 50).await;
+    wait_for(Duration::from_secs(5), || async { (fast.count() == 50).then_some(()) }).await;
+    assert!(queued.elapsed() < Duration::from_secs(3), "the other trigger waited {:?}", queued.elapsed());
+    // The slow one goes on at its rate, taking its held logs back in order.
+    let before = slow.count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let delivered = slow.count() - before;
+    assert!((6..=13).contains(&delivered), "{delivered} deliveries in 2 s at 5/s");
+}

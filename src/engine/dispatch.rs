@@ -42,6 +42,7 @@ impl Engine {
             tokio::spawn(self.clone().retention_loop()),
             tokio::spawn(self.clone().flow_loop()),
             tokio::spawn(self.clone().pump_loop()),
+            tokio::spawn(self.clone().drain_held_loop()),
         ];
         let engine = self.clone();
         workers.push(tokio::spawn(async move {
@@ -99,6 +100,9 @@ impl Engine {
         let blocked = self.0.flow.blocked();
         let jobs = store::claim(self.pool(), self.node_id(), free as i64, self.config().lease_margin, &blocked).await?;
         let claimed = jobs.len();
+        if !blocked.is_empty() {
+            self.0.flow.mark_held(&blocked);
+        }
         for job in jobs {
             let permit = permits.pop().expect("claimed no more than the slots taken");
             self.start_or_wait(job, Some(permit));

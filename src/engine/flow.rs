@@ -48,6 +48,8 @@ pub(crate) struct Flow {
     pump: Notify,
     /// Wakes the renewal early: a trigger has deliveries waiting and no room.
     renew: Notify,
+    /// Wakes the drain of held event logs.
+    drain: Notify,
     counts: Mutex<HashMap<Uuid, AttemptCounts>>,
 }
 
@@ -71,6 +73,9 @@ struct TriggerFlow {
     waiting: VecDeque<(Job, HeldLease)>,
     /// Synchronous deliveries waiting for room (they wait in their own task).
     waiters: u32,
+    /// Some of its due event logs are set aside in the database (`held`) for
+    /// the nodes with room to take back.
+    held: bool,
     last_active: Instant,
 }
 
@@ -85,6 +90,7 @@ impl TriggerFlow {
             refilled: Instant::now(),
             waiting: VecDeque::new(),
             waiters: 0,
+            held: false,
             last_active: Instant::now(),
         }
     }
@@ -124,7 +130,23 @@ impl TriggerFlow {
     }
 
     fn wants(&self) -> bool {
-        !self.waiting.is_empty() || self.waiters > 0
+        !self.waiting.is_empty() || self.waiters > 0 || self.held
+    }
+
+    /// How many held event logs to take back now: enough to fill the free slots,
+    /// and for a rate share about a second of it; none while plenty wait here.
+    fn to_take(&self) -> i64 {
+        if !self.held || self.slots == 0 {
+            return 0;
+        }
+        let mut room = self.slots as i64 - self.in_flight as i64 - self.waiting.len() as i64;
+        if self.rate_limit.is_some() {
+            room = room.min(self.rate.ceil() as i64 - self.waiting.len() as i64);
+        }
+        if room < (self.slots as i64 / 4).clamp(1, 32) && !self.waiting.is_empty() {
+            return 0;
+        }
+        room.clamp(0, 256)
     }
 
     /// The share to ask for, given what the other nodes hold.
@@ -183,10 +205,20 @@ impl Flow {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Triggers with deliveries waiting here: the claim and the queue calls leave
-    /// their other logs in the database for now.
+    /// Triggers with deliveries waiting here or held in the database: the claim
+    /// sets their other due logs aside (`held`), and the queue calls leave them.
     pub(crate) fn blocked(&self) -> Vec<Uuid> {
-        self.lock().triggers.iter().filter(|(_, t)| !t.waiting.is_empty()).map(|(id, _)| *id).collect()
+        self.lock().triggers.iter().filter(|(_, t)| !t.waiting.is_empty() || t.held).map(|(id, _)| *id).collect()
+    }
+
+    /// After a claim that set aside the due logs of `blocked` triggers.
+    pub(crate) fn mark_held(&self, blocked: &[Uuid]) {
+        let mut st = self.lock();
+        for id in blocked {
+            st.triggers.entry(*id).or_insert_with(TriggerFlow::new).held = true;
+        }
+        drop(st);
+        self.drain.notify_one();
     }
 
     /// Counts one attempt of a trigger for the breaker and the health column.
@@ -325,6 +357,42 @@ impl Engine {
         }
     }
 
+    /// Takes held event logs back from the database for the triggers with room
+    /// here, a few times a second while any are held.
+    pub(crate) async fn drain_held_loop(self) {
+        let cancel = self.0.shutdown.clone();
+        loop {
+            let wanted: Vec<(Uuid, i64)> = {
+                let st = self.0.flow.lock();
+                let valid = st.valid_until.is_some_and(|v| Instant::now() < v);
+                st.triggers.iter().filter(|_| valid).map(|(id, t)| (*id, t.to_take())).filter(|(_, n)| *n > 0).collect()
+            };
+            for (trigger, n) in &wanted {
+                let margin = self.config().lease_margin;
+                match crate::store::events::claim_held(self.pool(), self.node_id(), *trigger, *n, margin).await {
+                    Ok(jobs) => {
+                        if (jobs.len() as i64) < *n {
+                            if let Some(t) = self.0.flow.lock().triggers.get_mut(trigger) {
+                                t.held = false;
+                            }
+                        }
+                        for job in jobs {
+                            self.start_or_wait(job, None);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot take back held event logs"),
+                }
+            }
+            let any_held = self.0.flow.lock().triggers.values().any(|t| t.held);
+            let pause = if any_held { Duration::from_millis(20) } else { TICK };
+            tokio::select! {
+                _ = self.0.flow.drain.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+
     /// Renews this node's shares once a second (and at once when a trigger has
     /// deliveries waiting), flushes the attempt counts, and runs the breaker.
     pub(crate) async fn flow_loop(self) {
@@ -362,6 +430,18 @@ impl Engine {
 
     async fn renew_shares(&self) -> Result<(), sqlx::Error> {
         let flow = &self.0.flow;
+        // Held logs of any trigger, set aside by any node: this node asks for a
+        // share of them too, so that they drain even if that node is gone.
+        let held = crate::store::events::held_triggers(self.pool()).await?;
+        {
+            let mut st = flow.lock();
+            for (id, t) in st.triggers.iter_mut() {
+                t.held = held.contains(id);
+            }
+            for id in &held {
+                st.triggers.entry(*id).or_insert_with(|| TriggerFlow { held: true, ..TriggerFlow::new() });
+            }
+        }
         let ids: Vec<Uuid> = flow.lock().triggers.keys().copied().collect();
         let began = Instant::now();
         let mut orphans = Vec::new();
@@ -416,6 +496,7 @@ impl Engine {
             });
         }
         flow.pump.notify_one();
+        flow.drain.notify_one();
         for (job, lease) in orphans {
             self.spawn_delivery(job, lease, None, None);
         }

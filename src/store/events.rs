@@ -367,9 +367,10 @@ const JOB_JOINS: &str = "JOIN events e ON e.id = c.event_id
 /// whose trigger's circuit is open, is set aside (`paused`) instead: it keeps its
 /// status and waits, out of the claim's index, until the trigger is enabled or the
 /// circuit closes (SPEC §8, §10). A log whose trigger is gone is claimed, and its
-/// delivery cancels it. Logs of the `blocked` triggers are left for later: this
-/// node's deliveries of them already wait for the trigger's limits. A log with an
-/// ordering key is taken only once no earlier log of its key and trigger is live.
+/// delivery cancels it. Logs of the `blocked` triggers are set aside too (`held`),
+/// since this node's deliveries of them already wait for the trigger's limits:
+/// [`claim_held`] takes them back. A log with an ordering key is taken only once no
+/// earlier log of its key and trigger is live.
 pub async fn claim(
     pool: &PgPool,
     node: Uuid,
@@ -383,10 +384,9 @@ pub async fn claim(
         // every earlier version of the row, which made large backlogs drain slower.
         "WITH due AS (
              SELECT l.ctid, t.enabled IS NOT FALSE AND t.circuit_opened_at IS NULL AS go,
-                    COALESCE(t.timeout_ms, 0) AS timeout_ms
+                    COALESCE(t.id = ANY($4), false) AS hold, COALESCE(t.timeout_ms, 0) AS timeout_ms
              FROM event_logs l LEFT JOIN event_triggers t ON {SAME_TRIGGER}
              WHERE l.status IN ('scheduled', 'pending') AND NOT l.paused AND l.next_attempt_at <= now()
-               AND (t.id IS NULL OR t.id <> ALL($4))
                AND (l.ordering_key IS NULL OR NOT EXISTS (
                    SELECT 1 FROM event_logs o
                    WHERE o.trigger_id = l.trigger_id AND o.ordering_key = l.ordering_key AND o.event_id < l.event_id
@@ -395,13 +395,13 @@ pub async fn claim(
              LIMIT $1
              FOR UPDATE OF l SKIP LOCKED
          ), paused AS (
-             UPDATE event_logs l SET paused = true, updated_at = now()
-             FROM due WHERE l.ctid = due.ctid AND NOT due.go
+             UPDATE event_logs l SET paused = true, held = due.go AND due.hold, updated_at = now()
+             FROM due WHERE l.ctid = due.ctid AND NOT (due.go AND NOT due.hold)
          ), c AS (
              UPDATE event_logs l
              SET status = 'processing', leased_by = $2, updated_at = now(),
                  lease_until = now() + make_interval(secs => $3 + due.timeout_ms / 1000.0)
-             FROM due WHERE l.ctid = due.ctid AND due.go
+             FROM due WHERE l.ctid = due.ctid AND due.go AND NOT due.hold
              RETURNING l.*
          )
          SELECT {JOB_COLUMNS} FROM c {JOB_JOINS}"
@@ -410,6 +410,63 @@ pub async fn claim(
     .bind(node)
     .bind(margin.as_secs_f64())
     .bind(blocked)
+    .fetch_all(pool)
+    .await
+}
+
+/// Takes back up to `limit` of one trigger's due event logs set aside by [`claim`]
+/// (`held`), oldest first, leased to `node`; none while the trigger is disabled or
+/// its circuit is open.
+pub async fn claim_held(
+    pool: &PgPool,
+    node: Uuid,
+    trigger: Uuid,
+    limit: i64,
+    margin: Duration,
+) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "WITH t AS (
+             SELECT timeout_ms FROM event_triggers WHERE id = $1 AND enabled AND circuit_opened_at IS NULL
+         ), due AS (
+             SELECT l.ctid FROM event_logs l
+             WHERE l.held AND l.trigger_id = $1 AND l.next_attempt_at <= now() AND EXISTS (SELECT 1 FROM t)
+               AND l.status IN ('scheduled', 'pending')
+               AND (l.ordering_key IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM event_logs o
+                   WHERE o.trigger_id = l.trigger_id AND o.ordering_key = l.ordering_key AND o.event_id < l.event_id
+                     AND o.status IN ('scheduled', 'pending', 'processing')))
+             ORDER BY l.next_attempt_at
+             LIMIT $2
+             FOR UPDATE OF l SKIP LOCKED
+         ), c AS (
+             UPDATE event_logs l
+             SET status = 'processing', paused = false, held = false, leased_by = $3, updated_at = now(),
+                 lease_until = now() + make_interval(secs => $4 + (SELECT timeout_ms FROM t) / 1000.0)
+             FROM due WHERE l.ctid = due.ctid
+             RETURNING l.*
+         )
+         SELECT {JOB_COLUMNS} FROM c {JOB_JOINS}"
+    ))
+    .bind(trigger)
+    .bind(limit)
+    .bind(node)
+    .bind(margin.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+/// The triggers with event logs set aside by [`claim`] (`held`), by a loose scan
+/// of event_logs_held: one index probe per trigger, however many logs wait.
+pub async fn held_triggers(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH RECURSIVE h (id) AS (
+             (SELECT trigger_id FROM event_logs WHERE held AND trigger_id IS NOT NULL ORDER BY trigger_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT trigger_id FROM event_logs WHERE held AND trigger_id > h.id ORDER BY trigger_id LIMIT 1)
+             FROM h WHERE h.id IS NOT NULL
+         )
+         SELECT id FROM h WHERE id IS NOT NULL",
+    )
     .fetch_all(pool)
     .await
 }
@@ -441,7 +498,7 @@ pub async fn claim_probes(pool: &PgPool, node: Uuid, margin: Duration, every: Du
              FROM pick WHERE event_triggers.id = pick.trigger_id
          ), c AS (
              UPDATE event_logs l
-             SET status = 'processing', paused = false, leased_by = $1, updated_at = now(),
+             SET status = 'processing', paused = false, held = false, leased_by = $1, updated_at = now(),
                  lease_until = now() + make_interval(secs => $2 + pick.timeout_ms / 1000.0)
              FROM pick WHERE l.ctid = pick.ctid
              RETURNING l.*
@@ -511,8 +568,8 @@ const INTERRUPTED: &str = "attempts = l.attempts + 1,
 /// aside while the enable committed (served by event_logs_paused).
 pub async fn resume_enabled(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(&format!(
-        "UPDATE event_logs l SET paused = false, updated_at = now()
-         FROM event_triggers t WHERE l.paused AND t.enabled AND t.circuit_opened_at IS NULL AND {SAME_TRIGGER}"
+        "UPDATE event_logs l SET paused = false, held = false, updated_at = now()
+         FROM event_triggers t WHERE l.paused AND NOT l.held AND t.enabled AND t.circuit_opened_at IS NULL AND {SAME_TRIGGER}"
     ))
     .execute(pool)
     .await?;
@@ -915,7 +972,7 @@ pub async fn redeliver(pool: &PgPool, project: &str, id: Uuid) -> Result<Option<
     {
         sqlx::query(
             "UPDATE event_logs SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,
-                    lease_until = NULL, leased_by = NULL, paused = false, updated_at = now()
+                    lease_until = NULL, leased_by = NULL, paused = false, held = false, updated_at = now()
              WHERE id = $1",
         )
         .bind(id)
@@ -933,7 +990,7 @@ pub async fn cancel(pool: &PgPool, project: &str, id: Uuid) -> Result<Option<Sta
     let before: Option<String> = sqlx::query_scalar(
         "WITH old AS (SELECT id, status FROM event_logs WHERE project = $1 AND id = $2 FOR UPDATE),
               upd AS (UPDATE event_logs l SET status = 'cancelled', last_error = 'cancelled by an operator',
-                             paused = false, updated_at = now()
+                             paused = false, held = false, updated_at = now()
                       FROM old WHERE l.id = old.id AND old.status IN ('scheduled', 'pending'))
          SELECT status FROM old",
     )
@@ -960,7 +1017,7 @@ pub async fn replay_failed(
     // trigger of the same name never go to this one's URL.
     let r = sqlx::query(&format!(
         "UPDATE event_logs l SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,
-                paused = false, updated_at = now()
+                paused = false, held = false, updated_at = now()
          WHERE l.project = $1 AND l.trigger_name = $2 AND l.status = 'failed'
            AND ($3::timestamptz IS NULL OR l.created_at >= $3)
            AND ($4::timestamptz IS NULL OR l.created_at < $4)

@@ -134,7 +134,7 @@ pub async fn update(pool: &PgPool, project: &str, t: &Trigger) -> Result<bool, s
     }
     if t.enabled {
         let resumed = sqlx::query(
-            "UPDATE event_logs SET paused = false, updated_at = now()
+            "UPDATE event_logs SET paused = false, held = false, updated_at = now()
              WHERE paused AND project = $1 AND trigger_name = $2
                AND NOT EXISTS (SELECT 1 FROM event_triggers
                                WHERE project = $1 AND name = $2 AND circuit_opened_at IS NOT NULL)",
@@ -176,7 +176,7 @@ pub async fn delete(pool: &PgPool, project: &str, name: &str) -> Result<Option<u
         "status = 'processing'",
     ] {
         cancelled += sqlx::query(&format!(
-            "UPDATE event_logs SET status = 'cancelled', lease_until = NULL, leased_by = NULL, paused = false,
+            "UPDATE event_logs SET status = 'cancelled', lease_until = NULL, leased_by = NULL, paused = false, held = false,
                     last_error = 'trigger deleted', updated_at = now()
              WHERE {open} AND project = $1 AND trigger_name = $2"
         ))
