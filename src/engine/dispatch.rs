@@ -160,8 +160,9 @@ impl Engine {
             }
             drop(held);
             drop(permit);
-            // The slot first, then the room: the pump may start a waiting delivery.
             drop(ticket);
+            // A slot is free: a delivery waiting for one may start.
+            engine.0.flow.pump.notify_one();
             // A slot is free: the dispatcher may be waiting for one.
             if engine.0.slots.available_permits() * 2 >= engine.config().concurrency {
                 engine.0.wake.notify_one();
@@ -384,6 +385,9 @@ impl Engine {
                 // Shutdown's grace period is over: stop, and let the lease be handed back.
                 _ = self.0.abandon.cancelled() => return outcome,
             };
+            // The receiver has answered: the request no longer counts against the
+            // trigger's maxInFlight while its outcome is recorded.
+            let limited = ticket.take().is_some();
             let now = Utc::now();
             let next = match &a.verdict {
                 Verdict::Delivered => Next::Processed,
@@ -444,7 +448,6 @@ impl Engine {
             }
             let Next::RetryHeld { at, .. } = next else { return outcome };
             let wait = (at - Utc::now()).to_std().unwrap_or_default();
-            let limited = ticket.take().is_some();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 // Shutdown releases the lease; another node makes the retry.

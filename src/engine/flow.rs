@@ -45,7 +45,7 @@ const KEEP_STATS: Duration = Duration::from_secs(3 * 3600);
 pub(crate) struct Flow {
     state: Mutex<State>,
     /// Wakes the pump: a delivery ended, a share grew, or a delivery began to wait.
-    pump: Notify,
+    pub(crate) pump: Notify,
     /// Wakes the renewal early: a trigger has deliveries waiting and no room.
     renew: Notify,
     /// Wakes the drain of held event logs.
@@ -163,8 +163,9 @@ impl TriggerFlow {
         } else {
             0
         };
+        let cap = target.min(free) as i32;
         // Never below what is in flight: the others count this share as taken.
-        let slots = target.min(free).max(self.in_flight as i64) as i32;
+        let slots = cap.max(self.in_flight as i32);
         let rate = match l.rate_limit {
             None => 0.0,
             Some(limit) => {
@@ -179,7 +180,7 @@ impl TriggerFlow {
                 target.min(free)
             }
         };
-        Share { trigger_id: l.trigger_id, slots, rate, wants }
+        Share { trigger_id: l.trigger_id, slots, cap, rate, wants }
     }
 }
 
@@ -262,6 +263,17 @@ impl Engine {
             let t = st.triggers.entry(trigger).or_insert_with(TriggerFlow::new);
             if permit.is_some() && valid && t.waiting.is_empty() && t.take(Instant::now()) {
                 Some((job, lease))
+            } else if self.0.shutdown.is_cancelled() {
+                // Shutdown hands back what waits; this came too late for that.
+                let (engine, id) = (self.clone(), job.id);
+                tokio::spawn(async move {
+                    let released = crate::store::events::release_unstarted(engine.pool(), engine.node_id(), &[id]).await;
+                    drop(lease);
+                    if let Err(e) = released {
+                        tracing::warn!(log = %id, error = %e, "cannot hand back a delivery at shutdown; its lease will expire");
+                    }
+                });
+                None
             } else {
                 let first = t.waiting.is_empty();
                 t.waiting.push_back((job, lease));
@@ -289,7 +301,7 @@ impl Engine {
                 let t = st.triggers.entry(trigger).or_insert_with(TriggerFlow::new);
                 if valid && t.take(Instant::now()) {
                     if registered {
-                        t.waiters -= 1;
+                        t.waiters = t.waiters.saturating_sub(1);
                     }
                     break Some(Ticket { engine: self.clone(), trigger });
                 }
@@ -301,7 +313,7 @@ impl Engine {
             }
             if Instant::now() >= deadline || self.0.shutdown.is_cancelled() {
                 if let Some(t) = flow.lock().triggers.get_mut(&trigger) {
-                    t.waiters -= 1;
+                    t.waiters = t.waiters.saturating_sub(1);
                 }
                 break None;
             }
@@ -403,6 +415,18 @@ impl Engine {
             if let Err(e) = self.renew_shares().await {
                 tracing::warn!(error = %e, "cannot renew this node's shares of the triggers' limits");
             }
+            if cancel.is_cancelled() {
+                // The requests still open count against the limits until they
+                // end: the shares are renewed until then, and dropped after.
+                if self.0.tasks.is_empty() {
+                    break;
+                }
+                tokio::select! {
+                    _ = self.0.tasks.wait() => {}
+                    _ = tokio::time::sleep(TICK) => {}
+                }
+                continue;
+            }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.breaker_tick().await;
@@ -417,12 +441,9 @@ impl Engine {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 _ = tokio::time::sleep(TICK.saturating_sub(last_tick.elapsed())) => {}
-                _ = cancel.cancelled() => break,
+                _ = cancel.cancelled() => {}
             }
         }
-        // Deliveries have stopped by now or will end within the grace period; the
-        // shares expire by themselves if this does not get through.
-        self.0.tasks.wait().await;
         if let Err(e) = store::drop_shares(self.pool(), self.node_id()).await {
             tracing::debug!(error = %e, "cannot drop this node's shares; they expire by themselves");
         }
@@ -432,7 +453,8 @@ impl Engine {
         let flow = &self.0.flow;
         // Held logs of any trigger, set aside by any node: this node asks for a
         // share of them too, so that they drain even if that node is gone.
-        let held = crate::store::events::held_triggers(self.pool()).await?;
+        let held: std::collections::HashSet<Uuid> =
+            crate::store::events::held_triggers(self.pool()).await?.into_iter().collect();
         {
             let mut st = flow.lock();
             for (id, t) in st.triggers.iter_mut() {
@@ -452,7 +474,8 @@ impl Engine {
             let mut shares = Vec::with_capacity(limits.len());
             for l in limits {
                 if !l.exists {
-                    // Deleted: its waiting deliveries start and find it gone.
+                    // Deleted: deleting cancelled its event logs, so what waits
+                    // here is dropped, never sent.
                     if let Some(t) = st.triggers.remove(&l.trigger_id) {
                         orphans.extend(t.waiting);
                     }
@@ -469,7 +492,7 @@ impl Engine {
                 t.rate_limit = l.rate_limit;
                 let share = t.decide(l, now);
                 // A smaller share applies before it is written; a larger one after.
-                t.slots = t.slots.min(share.slots as u32);
+                t.slots = t.slots.min(share.cap as u32);
                 t.rate = t.rate.min(share.rate);
                 t.tokens = t.tokens.min(t.burst());
                 shares.push(share);
@@ -483,7 +506,7 @@ impl Engine {
             let granted: HashMap<Uuid, &Share> = shares.iter().map(|s| (s.trigger_id, s)).collect();
             st.triggers.retain(|id, t| match granted.get(id) {
                 Some(s) => {
-                    t.slots = s.slots as u32;
+                    t.slots = s.cap as u32;
                     t.rate = s.rate;
                     true
                 }
@@ -497,9 +520,7 @@ impl Engine {
         }
         flow.pump.notify_one();
         flow.drain.notify_one();
-        for (job, lease) in orphans {
-            self.spawn_delivery(job, lease, None, None);
-        }
+        drop(orphans);
         if !held_back.is_empty() {
             let ids: Vec<Uuid> = held_back.iter().map(|(job, _)| job.id).collect();
             // Due again with no attempt counted; the next claim sets them aside.
@@ -624,10 +645,21 @@ mod tests {
         let mut idle = waiting(0, 3);
         idle.last_active = Instant::now() - KEEP_IDLE;
         let s = idle.decide(&limits(10, Some(5.0), 0, 0.0, 1), Instant::now());
-        assert_eq!((s.slots, s.rate, s.wants), (3, 0.0, false));
+        assert_eq!((s.slots, s.cap, s.rate, s.wants), (3, 0, 0.0, false));
         idle.in_flight = 0;
         let s = idle.decide(&limits(10, None, 0, 0.0, 0), Instant::now());
         assert_eq!((s.slots, s.rate), (0, 0.0));
+    }
+
+    #[test]
+    fn a_busy_node_whose_share_shrinks_starts_nothing_new_until_it_is_below_it() {
+        // maxInFlight lowered to 10 while 256 are in flight here.
+        let busy = waiting(5, 256);
+        let s = busy.decide(&limits(10, None, 0, 0.0, 0), Instant::now());
+        assert_eq!((s.slots, s.cap), (256, 10));
+        // Another node wants its part of 256 while this one holds it all.
+        let s = busy.decide(&limits(256, None, 0, 0.0, 1), Instant::now());
+        assert_eq!((s.slots, s.cap), (256, 128));
     }
 
     #[test]

@@ -63,14 +63,19 @@ impl Engine {
                 let held = self.hold_lease(job.id);
                 self.0.tasks.spawn(async move {
                     let _held = held;
-                    let slot = tokio::time::timeout_at(deadline.into(), engine.0.slots.clone().acquire_owned()).await;
-                    // Then room within the trigger's limits (SPEC §10).
-                    let ticket = match (&slot, job.trigger_id) {
-                        (Ok(Ok(_)), Some(trigger)) => engine.flow_ticket(trigger, deadline).await,
-                        _ => None,
+                    // Room within the trigger's limits first (SPEC §10), then a
+                    // slot: a delivery waiting for its trigger holds no slot.
+                    let ticket = match job.trigger_id {
+                        Some(trigger) => engine.flow_ticket(trigger, deadline).await,
+                        None => None,
+                    };
+                    let slot = if ticket.is_some() || job.trigger_id.is_none() {
+                        tokio::time::timeout_at(deadline.into(), engine.0.slots.clone().acquire_owned()).await.ok().and_then(Result::ok)
+                    } else {
+                        None
                     };
                     match slot {
-                        Ok(Ok(permit)) if ticket.is_some() || job.trigger_id.is_none() => {
+                        Some(permit) => {
                             let mut ticket = ticket;
                             let outcome = engine.deliver_job(job, Some(deadline), &mut ticket).await;
                             drop(permit);

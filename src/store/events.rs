@@ -473,7 +473,7 @@ pub async fn held_triggers(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
 
 /// Takes the probe of each trigger whose circuit is open and whose probe is due:
 /// one of its set-aside event logs, leased to `node`, and the trigger's next probe
-/// moved `every` ahead. A trigger with nothing to probe keeps its probe due.
+/// moved `every` ahead (also when it had nothing to probe).
 pub async fn claim_probes(pool: &PgPool, node: Uuid, margin: Duration, every: Duration) -> Result<Vec<Job>, sqlx::Error> {
     sqlx::query_as(&format!(
         "WITH t AS (
@@ -494,8 +494,10 @@ pub async fn claim_probes(pool: &PgPool, node: Uuid, margin: Duration, every: Du
                  FOR UPDATE OF l SKIP LOCKED
              ) p
          ), next AS (
+             -- Every trigger looked at moves on, with a probe or without: one
+             -- with nothing to probe must not keep the others' probes waiting.
              UPDATE event_triggers SET circuit_probe_at = now() + make_interval(secs => $3)
-             FROM pick WHERE event_triggers.id = pick.trigger_id
+             FROM t WHERE event_triggers.id = t.id
          ), c AS (
              UPDATE event_logs l
              SET status = 'processing', paused = false, held = false, leased_by = $1, updated_at = now(),

@@ -37,7 +37,11 @@ pub struct Limits {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Share {
     pub trigger_id: Uuid,
+    /// What the other nodes count as taken: never less than what is in flight.
     pub slots: i32,
+    /// How many may be in flight here once this is written: new deliveries start
+    /// only below it, so a share that shrinks drains down to it (not written).
+    pub cap: i32,
     pub rate: f64,
     pub wants: bool,
 }
@@ -59,12 +63,16 @@ pub async fn renew_shares(
                 COALESCE(t.enabled AND t.circuit_opened_at IS NULL, false) AS go,
                 COALESCE(t.max_in_flight, 0) AS max_in_flight, t.rate_limit,
                 COALESCE(sum(c.slots), 0)::bigint AS others_slots,
-                COALESCE(sum(c.rate), 0)::float8 AS others_rate,
-                count(c.node) FILTER (WHERE c.wants) AS others_wanting
+                COALESCE(sum(c.rate) FILTER (WHERE c.renewed_at > clock_timestamp() - make_interval(secs => $3)), 0)::float8
+                    AS others_rate,
+                count(c.node) FILTER (WHERE c.wants AND c.renewed_at > clock_timestamp() - make_interval(secs => $3))
+                    AS others_wanting
          FROM unnest($1::uuid[]) AS i (id)
          LEFT JOIN event_triggers t ON t.id = i.id
+         -- A node gone quiet may still have requests open until its trigger's
+         -- timeout: its slots count that much longer than its rate.
          LEFT JOIN flow_credits c ON c.trigger_id = i.id AND c.node <> $2
-             AND c.renewed_at > now() - make_interval(secs => $3)
+             AND c.renewed_at > clock_timestamp() - make_interval(secs => $3 + COALESCE(t.timeout_ms, 0) / 1000.0)
          GROUP BY i.id, t.id, t.enabled, t.circuit_opened_at, t.max_in_flight, t.rate_limit",
     )
     .bind(triggers)
@@ -84,7 +92,7 @@ pub async fn renew_shares(
         .await?;
     sqlx::query(
         "INSERT INTO flow_credits (trigger_id, node, slots, rate, wants, renewed_at)
-         SELECT id, $1, slots, rate, wants, now() FROM unnest($2::uuid[], $3::int[], $4::float8[], $5::bool[])
+         SELECT id, $1, slots, rate, wants, clock_timestamp() FROM unnest($2::uuid[], $3::int[], $4::float8[], $5::bool[])
              AS s (id, slots, rate, wants)
          ORDER BY id
          ON CONFLICT (trigger_id, node) DO UPDATE
