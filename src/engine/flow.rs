@@ -70,7 +70,7 @@ struct TriggerFlow {
     tokens: f64,
     refilled: Instant,
     /// Claimed event logs waiting for room, in the order they came.
-    waiting: VecDeque<(Job, HeldLease)>,
+    waiting: VecDeque<Waiting>,
     /// Synchronous deliveries waiting for room (they wait in their own task).
     waiters: u32,
     /// Some of its due event logs are set aside in the database (`held`) for
@@ -79,7 +79,37 @@ struct TriggerFlow {
     last_active: Instant,
 }
 
+/// A claimed delivery waiting for room in its trigger's limits. It keeps the
+/// node's delivery slot it came with, so that a node claims no more than it can
+/// run: waiting is short unless the trigger is throttled, and then the excess
+/// goes back to the database (`held`).
+struct Waiting {
+    job: Job,
+    lease: HeldLease,
+    permit: Option<OwnedSemaphorePermit>,
+    since: Instant,
+}
+
+/// A trigger whose oldest waiting delivery waited this long is throttled: the
+/// claims set its other due logs aside instead of bringing them here.
+const THROTTLED_AFTER: Duration = Duration::from_millis(100);
+
 impl TriggerFlow {
+    /// Throttled here, or with logs held in the database.
+    fn blocked(&self, now: Instant) -> bool {
+        self.held || self.waiting.front().is_some_and(|w| now.duration_since(w.since) >= THROTTLED_AFTER)
+    }
+
+    /// How many waiting deliveries to keep when throttled: what the share can
+    /// start within about a second. The rest go back to the database.
+    fn keep_waiting(&self) -> usize {
+        let mut keep = self.slots as usize;
+        if self.rate_limit.is_some() {
+            keep = keep.min(self.rate.ceil() as usize);
+        }
+        keep.max(1)
+    }
+
     fn new() -> Self {
         TriggerFlow {
             slots: 0,
@@ -209,7 +239,8 @@ impl Flow {
     /// Triggers with deliveries waiting here or held in the database: the claim
     /// sets their other due logs aside (`held`), and the queue calls leave them.
     pub(crate) fn blocked(&self) -> Vec<Uuid> {
-        self.lock().triggers.iter().filter(|(_, t)| !t.waiting.is_empty() || t.held).map(|(id, _)| *id).collect()
+        let now = Instant::now();
+        self.lock().triggers.iter().filter(|(_, t)| t.blocked(now)).map(|(id, _)| *id).collect()
     }
 
     /// After a claim that set aside the due logs of `blocked` triggers.
@@ -262,7 +293,7 @@ impl Engine {
             let valid = st.valid_until.is_some_and(|v| Instant::now() < v);
             let t = st.triggers.entry(trigger).or_insert_with(TriggerFlow::new);
             if permit.is_some() && valid && t.waiting.is_empty() && t.take(Instant::now()) {
-                Some((job, lease))
+                Some((job, lease, permit))
             } else if self.0.shutdown.is_cancelled() {
                 // Shutdown hands back what waits; this came too late for that.
                 let (engine, id) = (self.clone(), job.id);
@@ -276,7 +307,7 @@ impl Engine {
                 None
             } else {
                 let first = t.waiting.is_empty();
-                t.waiting.push_back((job, lease));
+                t.waiting.push_back(Waiting { job, lease, permit, since: Instant::now() });
                 if first {
                     flow.renew.notify_one();
                     flow.pump.notify_one();
@@ -284,7 +315,7 @@ impl Engine {
                 None
             }
         };
-        if let Some((job, lease)) = started {
+        if let Some((job, lease, permit)) = started {
             let ticket = Ticket { engine: self.clone(), trigger };
             self.spawn_delivery(job, lease, permit, Some(ticket));
         }
@@ -338,13 +369,20 @@ impl Engine {
                         }
                         continue 'triggers;
                     }
-                    let Ok(permit) = self.0.slots.clone().try_acquire_owned() else {
-                        t.in_flight -= 1;
-                        t.tokens += if t.rate_limit.is_some() { 1.0 } else { 0.0 };
-                        break 'triggers;
+                    let front = t.waiting.front_mut().expect("not empty");
+                    let permit = match front.permit.take() {
+                        Some(p) => p,
+                        None => match self.0.slots.clone().try_acquire_owned() {
+                            Ok(p) => p,
+                            Err(_) => {
+                                t.in_flight -= 1;
+                                t.tokens += if t.rate_limit.is_some() { 1.0 } else { 0.0 };
+                                break 'triggers;
+                            }
+                        },
                     };
-                    let (job, lease) = t.waiting.pop_front().expect("not empty");
-                    start.push((job, lease, permit, *id));
+                    let w = t.waiting.pop_front().expect("not empty");
+                    start.push((w.job, w.lease, permit, *id));
                 }
             }
         }
@@ -467,7 +505,8 @@ impl Engine {
         let ids: Vec<Uuid> = flow.lock().triggers.keys().copied().collect();
         let began = Instant::now();
         let mut orphans = Vec::new();
-        let mut held_back: Vec<(Job, HeldLease)> = Vec::new();
+        let mut held_back: Vec<Waiting> = Vec::new();
+        let mut throttled: Vec<Waiting> = Vec::new();
         let shares = store::renew_shares(self.pool(), self.node_id(), &ids, |limits| {
             let mut st = flow.lock();
             let now = Instant::now();
@@ -485,9 +524,15 @@ impl Engine {
                 if !l.go {
                     // Disabled, or its circuit opened: what waits here goes back,
                     // but the circuit's probe.
-                    let (probes, back): (VecDeque<_>, VecDeque<_>) = t.waiting.drain(..).partition(|(job, _)| job.probe);
+                    let (probes, back): (VecDeque<_>, VecDeque<_>) = t.waiting.drain(..).partition(|w| w.job.probe);
                     t.waiting = probes;
                     held_back.extend(back);
+                } else if t.blocked(now) && t.waiting.len() > t.keep_waiting() {
+                    // Throttled: keep what the share starts within a second; the
+                    // rest waits in the database, for whichever node has room.
+                    let keep = t.keep_waiting();
+                    throttled.extend(t.waiting.drain(keep..).filter(|w| !w.job.probe));
+                    t.held = true;
                 }
                 t.rate_limit = l.rate_limit;
                 let share = t.decide(l, now);
@@ -521,8 +566,16 @@ impl Engine {
         flow.pump.notify_one();
         flow.drain.notify_one();
         drop(orphans);
+        if !throttled.is_empty() {
+            let ids: Vec<Uuid> = throttled.iter().map(|w| w.job.id).collect();
+            match crate::store::events::hold(self.pool(), self.node_id(), &ids).await {
+                Ok(n) => tracing::debug!(held = n, "set aside the deliveries of throttled triggers"),
+                Err(e) => tracing::warn!(error = %e, "cannot set aside the deliveries of a throttled trigger; their leases will expire"),
+            }
+            drop(throttled);
+        }
         if !held_back.is_empty() {
-            let ids: Vec<Uuid> = held_back.iter().map(|(job, _)| job.id).collect();
+            let ids: Vec<Uuid> = held_back.iter().map(|w| w.job.id).collect();
             // Due again with no attempt counted; the next claim sets them aside.
             let released = crate::store::events::release_unstarted(self.pool(), self.node_id(), &ids).await;
             drop(held_back);

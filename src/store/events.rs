@@ -384,7 +384,7 @@ pub async fn claim(
         // every earlier version of the row, which made large backlogs drain slower.
         "WITH due AS (
              SELECT l.ctid, t.enabled IS NOT FALSE AND t.circuit_opened_at IS NULL AS go,
-                    COALESCE(t.id = ANY($4), false) AS hold, COALESCE(t.timeout_ms, 0) AS timeout_ms
+                    COALESCE(t.id = ANY($4) AND l.trigger_id IS NOT NULL, false) AS hold, COALESCE(t.timeout_ms, 0) AS timeout_ms
              FROM event_logs l LEFT JOIN event_triggers t ON {SAME_TRIGGER}
              WHERE l.status IN ('scheduled', 'pending') AND NOT l.paused AND l.next_attempt_at <= now()
                AND (l.ordering_key IS NULL OR NOT EXISTS (
@@ -453,6 +453,22 @@ pub async fn claim_held(
     .bind(margin.as_secs_f64())
     .fetch_all(pool)
     .await
+}
+
+/// Sets these event logs, leased to `node` and not started, aside (`held`): their
+/// trigger is throttled on this node, and whichever node has room takes them back
+/// with [`claim_held`]. No attempt is counted.
+pub async fn hold(pool: &PgPool, node: Uuid, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE event_logs SET status = 'pending', lease_until = NULL, leased_by = NULL,
+                paused = trigger_id IS NOT NULL, held = trigger_id IS NOT NULL, updated_at = now()
+         WHERE id = ANY($2) AND status = 'processing' AND leased_by = $1",
+    )
+    .bind(node)
+    .bind(ids)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
 }
 
 /// The triggers with event logs set aside by [`claim`] (`held`), by a loose scan
