@@ -67,3 +67,30 @@ ALTER TABLE trigger_stats SET (autovacuum_vacuum_scale_factor = 0.05);
 -- nodes with room for the trigger take them back from here, oldest first.
 ALTER TABLE event_logs ADD COLUMN held boolean NOT NULL DEFAULT false;
 CREATE INDEX event_logs_held ON event_logs (trigger_id, next_attempt_at) WHERE held;
+
+-- Only the head of each ordering key is claimable: a keyed event log queued while
+-- an earlier one of its key and trigger is live waits set aside (`paused` and
+-- `key_wait`), out of the claim's index, and the end of the log before it (the
+-- row trigger below, whichever path ends it) makes it due. So a key with a
+-- million events waiting costs the claims nothing.
+ALTER TABLE event_logs ADD COLUMN key_wait boolean NOT NULL DEFAULT false;
+
+CREATE FUNCTION herald_next_of_key() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE event_logs SET paused = false, key_wait = false, updated_at = now()
+    WHERE ctid = (SELECT ctid FROM event_logs
+                  WHERE trigger_id = OLD.trigger_id AND ordering_key = OLD.ordering_key AND key_wait
+                    AND status IN ('scheduled', 'pending', 'processing')
+                  ORDER BY event_id LIMIT 1);
+    IF FOUND THEN
+        PERFORM pg_notify('herald_wake', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER event_logs_next_of_key AFTER UPDATE OF status ON event_logs FOR EACH ROW
+    WHEN (OLD.ordering_key IS NOT NULL AND OLD.trigger_id IS NOT NULL
+          AND OLD.status IN ('scheduled', 'pending', 'processing')
+          AND NEW.status IN ('processed', 'failed', 'cancelled'))
+    EXECUTE FUNCTION herald_next_of_key();

@@ -109,6 +109,31 @@ async fn admin_passwords(pool: PgPool) {
     assert!(hash.starts_with("$argon2id$"));
 }
 
+/// The flow-control scenarios at small sizes: the rate limit holds and per-key
+/// order has no violation (the figures at full size are in the README).
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn the_flow_scenarios_report_their_figures(pool: PgPool) {
+    let args = [
+        "bench", "--scenarios", "rate-limit,ordering", "--rate-limit-events", "150", "--rate-limit", "50",
+        "--ordering-events", "300", "--ordering-keys", "10",
+    ];
+    let (ok, stdout, stderr) = herald(&pool, &args).await;
+    assert!(ok, "the bench failed:\n{stderr}\n{stdout}");
+    let lines: Vec<serde_json::Value> =
+        stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rate = lines.iter().find(|l| l["scenario"] == "rate-limit").expect("a rate-limit line");
+    assert_eq!(rate["delivered"], 150, "{rate}");
+    assert!(rate["busiest_1s_window"].as_u64().unwrap() <= 55, "{rate}");
+    assert!(rate["achieved_per_s"].as_f64().unwrap() <= 52.0, "{rate}");
+    let ordering = lines.iter().find(|l| l["scenario"] == "ordering").expect("an ordering line");
+    assert_eq!(ordering["delivered"], 300, "{ordering}");
+    assert_eq!(ordering["order_violations"], 0, "{ordering}");
+    // One event in ten failed its first attempt once, and was sent again.
+    let failed = ordering["failed_first_attempts"].as_u64().unwrap();
+    assert!((10..=60).contains(&failed), "{ordering}");
+    assert_eq!(ordering["requests"].as_u64().unwrap(), 300 + failed, "{ordering}");
+}
+
 /// `herald bench` end to end at small sizes: it starts its own Herald (this binary, on
 /// the test database) and sink, runs every scenario, and reports each one with the
 /// fields the issue asks for; nothing is lost, duplicated or refused.

@@ -634,6 +634,11 @@ impl Engine {
             }
             Err(e) => tracing::warn!(error = %e, "cannot disable the triggers whose circuit stayed open"),
         }
+        match crate::store::events::release_stuck_keys(self.pool()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "made due the next event logs of ordering keys whose earlier logs ended"),
+            Err(e) => tracing::warn!(error = %e, "cannot look for ordering keys left waiting"),
+        }
         if let Err(e) = store::prune(self.pool(), KEEP_STATS).await {
             tracing::debug!(error = %e, "cannot prune the attempt counters");
         }

@@ -148,15 +148,22 @@ pub async fn enqueue_leasing(
          ), matched AS (
              SELECT ins.id, ins.type, ins.deliver_at, ins.ordering_key, t.name, t.id AS trigger_id, t.timeout_ms, t.url,
                     t.retries, t.headers,
+                    -- A keyed log waits while an earlier one of its key is live,
+                    -- in the database or in this very batch.
+                    ins.ordering_key IS NOT NULL AND (
+                        row_number() OVER (PARTITION BY t.id, ins.ordering_key ORDER BY ins.id) > 1
+                        OR EXISTS (SELECT 1 FROM event_logs o
+                                   WHERE o.trigger_id = t.id AND o.ordering_key = ins.ordering_key
+                                     AND o.status IN ('scheduled', 'pending', 'processing'))) AS key_wait,
                     $8::uuid IS NOT NULL AND ins.ordering_key IS NULL AND t.circuit_opened_at IS NULL
                         AND ($10::bigint IS NULL OR (ins.deliver_at <= now() AND t.id <> ALL($11::uuid[])
                         AND row_number() OVER (ORDER BY ins.id, t.name) <= $10)) AS leased
              FROM ins JOIN event_triggers t ON t.project = $1 AND t.type = ins.type AND t.enabled
                  AND {SOURCE_MATCH}
          ), logs AS (
-             INSERT INTO event_logs (id, event_id, project, trigger_name, trigger_id, event_type, ordering_key, status,
-                                     next_attempt_at, lease_until, leased_by)
-             SELECT herald_uuid_v7(), m.id, $1, m.name, m.trigger_id, m.type, m.ordering_key,
+             INSERT INTO event_logs (id, event_id, project, trigger_name, trigger_id, event_type, ordering_key,
+                                     paused, key_wait, status, next_attempt_at, lease_until, leased_by)
+             SELECT herald_uuid_v7(), m.id, $1, m.name, m.trigger_id, m.type, m.ordering_key, m.key_wait, m.key_wait,
                     CASE WHEN m.leased THEN 'processing'
                          WHEN m.deliver_at > now() THEN 'scheduled'
                          ELSE 'pending' END,
@@ -455,6 +462,26 @@ pub async fn claim_held(
     .await
 }
 
+/// Makes due the first waiting event log of each ordering key whose earlier logs
+/// have all ended. The end of a log makes the next of its key due at once; this
+/// catches the one queued while the log before it ended (it saw that log live).
+pub async fn release_stuck_keys(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE event_logs l SET paused = false, key_wait = false, updated_at = now()
+         FROM (SELECT DISTINCT ON (trigger_id, ordering_key) ctid, trigger_id, ordering_key, event_id
+               FROM event_logs
+               WHERE key_wait AND status IN ('scheduled', 'pending', 'processing') AND ordering_key IS NOT NULL
+               ORDER BY trigger_id, ordering_key, event_id) head
+         WHERE l.ctid = head.ctid AND l.key_wait
+           AND NOT EXISTS (SELECT 1 FROM event_logs o
+                           WHERE o.trigger_id = head.trigger_id AND o.ordering_key = head.ordering_key
+                             AND o.event_id < head.event_id AND o.status IN ('scheduled', 'pending', 'processing'))",
+    )
+    .execute(pool)
+    .await?;
+    notify_if(pool, r.rows_affected()).await
+}
+
 /// Sets these event logs, leased to `node` and not started, aside (`held`): their
 /// trigger is throttled on this node, and whichever node has room takes them back
 /// with [`claim_held`]. No attempt is counted.
@@ -500,7 +527,8 @@ pub async fn claim_probes(pool: &PgPool, node: Uuid, margin: Duration, every: Du
          ), pick AS (
              SELECT p.ctid, t.id AS trigger_id, t.timeout_ms FROM t CROSS JOIN LATERAL (
                  SELECT l.ctid FROM event_logs l
-                 WHERE l.paused AND l.project = t.project AND l.trigger_name = t.name AND l.trigger_id = t.id
+                 WHERE l.paused AND NOT l.key_wait AND l.project = t.project AND l.trigger_name = t.name
+                   AND l.trigger_id = t.id
                    AND l.status IN ('scheduled', 'pending') AND l.next_attempt_at <= now()
                    AND (l.ordering_key IS NULL OR NOT EXISTS (
                        SELECT 1 FROM event_logs o
@@ -587,7 +615,7 @@ const INTERRUPTED: &str = "attempts = l.attempts + 1,
 pub async fn resume_enabled(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(&format!(
         "UPDATE event_logs l SET paused = false, held = false, updated_at = now()
-         FROM event_triggers t WHERE l.paused AND NOT l.held AND t.enabled AND t.circuit_opened_at IS NULL AND {SAME_TRIGGER}"
+         FROM event_triggers t WHERE l.paused AND NOT l.held AND NOT l.key_wait AND t.enabled AND t.circuit_opened_at IS NULL AND {SAME_TRIGGER}"
     ))
     .execute(pool)
     .await?;

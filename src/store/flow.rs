@@ -255,7 +255,7 @@ pub async fn close_circuit(pool: &PgPool, trigger_id: Uuid) -> Result<bool, sqlx
     let Some((project, name)) = closed else { return Ok(false) };
     let resumed = sqlx::query(
         "UPDATE event_logs SET paused = false, held = false, updated_at = now()
-         WHERE paused AND project = $1 AND trigger_name = $2 AND trigger_id = $3",
+         WHERE paused AND NOT key_wait AND project = $1 AND trigger_name = $2 AND trigger_id = $3",
     )
     .bind(&project)
     .bind(&name)

@@ -135,7 +135,7 @@ pub async fn update(pool: &PgPool, project: &str, t: &Trigger) -> Result<bool, s
     if t.enabled {
         let resumed = sqlx::query(
             "UPDATE event_logs SET paused = false, held = false, updated_at = now()
-             WHERE paused AND project = $1 AND trigger_name = $2
+             WHERE paused AND NOT key_wait AND project = $1 AND trigger_name = $2
                AND NOT EXISTS (SELECT 1 FROM event_triggers
                                WHERE project = $1 AND name = $2 AND circuit_opened_at IS NOT NULL)",
         )
@@ -170,9 +170,11 @@ pub async fn delete(pool: &PgPool, project: &str, name: &str) -> Result<Option<u
     // partial index holding them: event_logs_due, event_logs_paused and
     // event_logs_leased.
     let mut cancelled = 0;
+    // Set-aside ones first: cancelling the head of an ordering key makes the next
+    // of the key due, which the second statement then cancels.
     for open in [
-        "status IN ('scheduled', 'pending') AND NOT paused",
         "paused AND status IN ('scheduled', 'pending')",
+        "status IN ('scheduled', 'pending') AND NOT paused",
         "status = 'processing'",
     ] {
         cancelled += sqlx::query(&format!(
