@@ -75,22 +75,55 @@ CREATE INDEX event_logs_held ON event_logs (trigger_id, next_attempt_at) WHERE h
 -- million events waiting costs the claims nothing.
 ALTER TABLE event_logs ADD COLUMN key_wait boolean NOT NULL DEFAULT false;
 
-CREATE FUNCTION herald_next_of_key() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The end of a keyed log makes the next of its key due. This is done in the
+-- statement-level trigger that already keeps the counts of ended logs (one pass
+-- over the statement's transition tables, whichever path ended the logs).
+CREATE OR REPLACE FUNCTION herald_count_ended() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE event_logs SET paused = false, key_wait = false, updated_at = now()
-    WHERE ctid = (SELECT ctid FROM event_logs
-                  WHERE trigger_id = OLD.trigger_id AND ordering_key = OLD.ordering_key AND key_wait
-                    AND status IN ('scheduled', 'pending', 'processing')
-                  ORDER BY event_id LIMIT 1);
+    -- The update below fires this trigger again; it changes no status.
+    IF pg_trigger_depth() > 1 THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO event_log_counts (project, span, bucket, status, n)
+    SELECT c.project, s.span, s.bucket, c.status, sum(c.d)
+    FROM (
+        SELECT n.project, n.created_at, n.status, 1 AS d
+        FROM new_rows n JOIN old_rows o ON o.id = n.id
+        WHERE n.status IN ('processed', 'failed', 'cancelled') AND n.status <> o.status
+        UNION ALL
+        SELECT o.project, o.created_at, o.status, -1
+        FROM old_rows o JOIN new_rows n ON n.id = o.id
+        WHERE o.status IN ('processed', 'failed', 'cancelled') AND n.status <> o.status
+    ) c
+    CROSS JOIN LATERAL (VALUES
+        ('minute', date_bin('1 minute', c.created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')),
+        ('hour', date_bin('1 hour', c.created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00'))) AS s (span, bucket)
+    GROUP BY 1, 2, 3, 4
+    HAVING sum(c.d) <> 0
+    -- One order for every writer, so two transactions never wait on each other's rows in a circle.
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (project, span, bucket, status) DO UPDATE SET n = event_log_counts.n + excluded.n;
+
+    IF NOT EXISTS (SELECT 1 FROM old_rows WHERE ordering_key IS NOT NULL) THEN
+        RETURN NULL;
+    END IF;
+    UPDATE event_logs l SET paused = false, key_wait = false, updated_at = now()
+    FROM (
+        SELECT DISTINCT o.trigger_id, o.ordering_key
+        FROM old_rows o JOIN new_rows n ON n.id = o.id
+        WHERE o.ordering_key IS NOT NULL AND o.trigger_id IS NOT NULL
+          AND o.status IN ('scheduled', 'pending', 'processing') AND n.status IN ('processed', 'failed', 'cancelled')
+    ) ended
+    CROSS JOIN LATERAL (
+        SELECT w.ctid FROM event_logs w
+        WHERE w.trigger_id = ended.trigger_id AND w.ordering_key = ended.ordering_key AND w.key_wait
+          AND w.status IN ('scheduled', 'pending', 'processing')
+        ORDER BY w.event_id LIMIT 1
+    ) next
+    WHERE l.ctid = next.ctid;
     IF FOUND THEN
         PERFORM pg_notify('herald_wake', '');
     END IF;
     RETURN NULL;
 END
 $$;
-
-CREATE TRIGGER event_logs_next_of_key AFTER UPDATE OF status ON event_logs FOR EACH ROW
-    WHEN (OLD.ordering_key IS NOT NULL AND OLD.trigger_id IS NOT NULL
-          AND OLD.status IN ('scheduled', 'pending', 'processing')
-          AND NEW.status IN ('processed', 'failed', 'cancelled'))
-    EXECUTE FUNCTION herald_next_of_key();
