@@ -74,6 +74,9 @@ CREATE INDEX event_logs_held ON event_logs (trigger_id, next_attempt_at) WHERE h
 -- row trigger below, whichever path ends it) makes it due. So a key with a
 -- million events waiting costs the claims nothing.
 ALTER TABLE event_logs ADD COLUMN key_wait boolean NOT NULL DEFAULT false;
+-- A probe takes the oldest due log its open circuit set aside, without sorting
+-- all of them (there may be millions after a long outage).
+CREATE INDEX event_logs_paused_due ON event_logs (trigger_id, next_attempt_at) WHERE paused AND NOT key_wait;
 
 -- The end of a keyed log makes the next of its key due. This is done in the
 -- statement-level trigger that already keeps the counts of ended logs (one pass

@@ -151,6 +151,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
     pub retry_base_ms: u64,
 
+    /// Attempts to a trigger in 5 minutes before its circuit may open (when 90 % of
+    /// them failed; SPEC §10). 0 turns the circuit breaker off.
+    #[arg(long, env = "HERALD_CIRCUIT_MIN_ATTEMPTS", value_name = "HERALD_CIRCUIT_MIN_ATTEMPTS", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000), global = true)]
+    pub circuit_min_attempts: u32,
+
     /// Refuse deliveries to loopback, private, link-local and cloud-metadata
     /// addresses. Turn it on when people who are not operators can set webhook URLs.
     #[arg(long, env = "HERALD_BLOCK_PRIVATE_NETWORKS", value_name = "HERALD_BLOCK_PRIVATE_NETWORKS",

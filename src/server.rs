@@ -54,6 +54,10 @@ pub fn engine_config(c: &Config) -> EngineConfig {
         databases: c.database_aliases().unwrap_or_default(),
         files_dir: c.data_dir.join("files"),
         max_file_bytes: c.max_file_bytes,
+        breaker: crate::store::flow::BreakerRule {
+            min_attempts: c.circuit_min_attempts as i32,
+            ..Default::default()
+        },
         ..EngineConfig::default()
     }
 }

@@ -596,7 +596,8 @@ impl Engine {
         if let Err(e) = store::add_attempts(self.pool(), &counts).await {
             tracing::warn!(error = %e, "cannot record the attempt counts of the last second");
         }
-        if !failing.is_empty() {
+        // A rule of 0 attempts turns the breaker off.
+        if !failing.is_empty() && self.config().breaker.min_attempts > 0 {
             match store::open_circuits(self.pool(), &failing, &self.config().breaker).await {
                 Ok(opened) => {
                     for (project, trigger, reason) in opened {

@@ -57,6 +57,10 @@ pub async fn renew_shares(
     decide: impl FnOnce(&[Limits]) -> Vec<Share>,
 ) -> Result<Vec<Share>, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // Every node waits on this lock: one whose renewal stalls (a paused VM, a
+    // half-open connection) must not hold it for long.
+    sqlx::query("SET LOCAL lock_timeout = '3s'").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL idle_in_transaction_session_timeout = '5s'").execute(&mut *tx).await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CREDITS_LOCK).execute(&mut *tx).await?;
     let limits: Vec<Limits> = sqlx::query_as(
         "SELECT i.id AS trigger_id, t.id IS NOT NULL AS exists,
@@ -169,7 +173,7 @@ pub async fn add_attempts(pool: &PgPool, counts: &[(Uuid, AttemptCounts)]) -> Re
 /// When a circuit opens (SPEC §10).
 #[derive(Clone, Debug)]
 pub struct BreakerRule {
-    /// Fewest attempts in the window before the circuit may open.
+    /// Fewest attempts in the window before the circuit may open; 0: never.
     pub min_attempts: i32,
     /// Share of those attempts that failed, 0 to 1.
     pub failure_ratio: f64,
