@@ -376,3 +376,27 @@ async fn a_limited_trigger_with_a_backlog_does_not_hold_up_the_others(pool: PgPo
     let delivered = slow.count() - before;
     assert!((6..=13).contains(&delivered), "{delivered} deliveries in 2 s at 5/s");
 }
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn a_key_left_waiting_by_a_race_is_released_by_the_sweep(pool: PgPool) {
+    // Two logs of one key, queued while a third was live, which then ended in a
+    // transaction that could not see them: both wait with nothing live before them.
+    let h = Herald::start(pool.clone()).await;
+    let rx = Receiver::start().await;
+    h.trigger("keyed", "keyed", &rx.url("/k"), json!({})).await;
+    for seq in 0..2 {
+        let body = json!({"type": "keyed", "orderingKey": "k", "delay": 3600, "data": {"seq": seq}});
+        let (status, reply) = h.queue(body).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    sqlx::query("UPDATE event_logs SET paused = true, key_wait = true, next_attempt_at = now()").execute(&pool).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.count(), 0, "a waiting log of a key went out by itself");
+
+    // The sweep makes the first due; its end makes the second due.
+    assert_eq!(herald::store::events::release_stuck_keys(&pool).await.unwrap(), 1);
+    wait_for(Duration::from_secs(10), || async { (count(&pool, "processed").await == 2).then_some(()) }).await;
+    let seqs: Vec<u64> = rx.received().iter().map(|r| r.json()["data"]["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![0, 1]);
+    assert_eq!(herald::store::events::release_stuck_keys(&pool).await.unwrap(), 0);
+}

@@ -507,7 +507,7 @@ impl Engine {
         let mut orphans = Vec::new();
         let mut held_back: Vec<Waiting> = Vec::new();
         let mut throttled: Vec<Waiting> = Vec::new();
-        let shares = store::renew_shares(self.pool(), self.node_id(), &ids, |limits| {
+        let renewed = store::renew_shares(self.pool(), self.node_id(), &ids, |limits| {
             let mut st = flow.lock();
             let now = Instant::now();
             let mut shares = Vec::with_capacity(limits.len());
@@ -544,8 +544,11 @@ impl Engine {
             }
             shares
         })
-        .await?;
-        {
+        .await;
+        // Deliveries taken out of the queues above go back to the database even
+        // when the renewal failed: dropped, their leases would expire and count
+        // an attempt that was never made.
+        if let Ok(shares) = &renewed {
             let mut st = flow.lock();
             st.valid_until = Some(began + SHARE_VALID);
             let granted: HashMap<Uuid, &Share> = shares.iter().map(|s| (s.trigger_id, s)).collect();
@@ -584,7 +587,7 @@ impl Engine {
                 Err(e) => tracing::warn!(error = %e, "cannot hand back deliveries of a stopped trigger; their leases will expire"),
             }
         }
-        Ok(())
+        renewed.map(|_| ())
     }
 
     /// Once a second: the attempt counts go to the database; circuits open where
