@@ -400,3 +400,21 @@ async fn a_key_left_waiting_by_a_race_is_released_by_the_sweep(pool: PgPool) {
     assert_eq!(seqs, vec![0, 1]);
     assert_eq!(herald::store::events::release_stuck_keys(&pool).await.unwrap(), 0);
 }
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn deliveries_that_wait_never_hold_every_slot_against_one_that_may_start(pool: PgPool) {
+    // Few slots, a trigger whose limit makes deliveries wait (holding slots) and
+    // whose backlog is set aside and taken back (without slots): the three-node
+    // fault run once stalled here with 86 deliveries waiting for ever.
+    let mut config = common::test_config();
+    config.concurrency = 4;
+    config.claim_batch = 4;
+    let a = Herald::start_with(pool.clone(), config.clone()).await;
+    let b = Herald::start_with(pool.clone(), config).await;
+    let rx = Receiver::start().await;
+    rx.always(Reply::json(200, json!({})).delayed(Duration::from_millis(30)));
+    a.trigger("narrow", "narrow", &rx.url("/n"), json!({"maxInFlight": 2})).await;
+    queue_on_both(&[&a, &b], "narrow", 300).await;
+    wait_for(Duration::from_secs(40), || async { (count(&pool, "processed").await == 300).then_some(()) }).await;
+    assert!(rx.max_concurrent() <= 2, "{} at once", rx.max_concurrent());
+}

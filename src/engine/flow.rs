@@ -214,6 +214,14 @@ impl TriggerFlow {
     }
 }
 
+/// The slot of a waiting delivery, the last in its queue: for a delivery that
+/// has room to start now. Waiting deliveries hold slots so that a node claims no
+/// more than it can run, but one without a slot (taken back from `held`, or a
+/// probe) must not wait forever behind them.
+fn steal_slot(st: &mut State) -> Option<OwnedSemaphorePermit> {
+    st.triggers.values_mut().find_map(|t| t.waiting.iter_mut().rev().find_map(|w| w.permit.take()))
+}
+
 /// Room for one delivery of a trigger; given back when dropped.
 pub(crate) struct Ticket {
     engine: Engine,
@@ -361,28 +369,36 @@ impl Engine {
         {
             let mut st = self.0.flow.lock();
             let valid = st.valid_until.is_some_and(|v| now < v);
-            'triggers: for (id, t) in st.triggers.iter_mut() {
-                while !t.waiting.is_empty() {
+            let ids: Vec<Uuid> = st.triggers.iter().filter(|(_, t)| !t.waiting.is_empty()).map(|(id, _)| *id).collect();
+            'triggers: for id in ids {
+                loop {
+                    let Some(t) = st.triggers.get_mut(&id) else { continue 'triggers };
+                    if t.waiting.is_empty() {
+                        continue 'triggers;
+                    }
                     if !valid || !t.take(now) {
                         if let Some(d) = t.next_token() {
                             next = Some(next.map_or(d, |n| n.min(d)));
                         }
                         continue 'triggers;
                     }
-                    let front = t.waiting.front_mut().expect("not empty");
-                    let permit = match front.permit.take() {
-                        Some(p) => p,
-                        None => match self.0.slots.clone().try_acquire_owned() {
-                            Ok(p) => p,
-                            Err(_) => {
-                                t.in_flight -= 1;
-                                t.tokens += if t.rate_limit.is_some() { 1.0 } else { 0.0 };
-                                break 'triggers;
-                            }
-                        },
+                    let mut permit = t.waiting.front_mut().and_then(|w| w.permit.take());
+                    if permit.is_none() {
+                        permit = self.0.slots.clone().try_acquire_owned().ok();
+                    }
+                    if permit.is_none() {
+                        // Every slot is held by a delivery that waits: this one has
+                        // room now, so it takes the slot of one that has not.
+                        permit = steal_slot(&mut st);
+                    }
+                    let t = st.triggers.get_mut(&id).expect("still there");
+                    let Some(permit) = permit else {
+                        t.in_flight -= 1;
+                        t.tokens += if t.rate_limit.is_some() { 1.0 } else { 0.0 };
+                        break 'triggers;
                     };
                     let w = t.waiting.pop_front().expect("not empty");
-                    start.push((w.job, w.lease, permit, *id));
+                    start.push((w.job, w.lease, permit, id));
                 }
             }
         }
