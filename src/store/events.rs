@@ -29,6 +29,13 @@ const SOURCE_MATCH: &str = "CASE t.source
 pub(crate) const SAME_TRIGGER: &str = "t.project = l.project AND t.name = l.trigger_name
     AND (t.id = l.trigger_id OR (l.trigger_id IS NULL AND t.created_at <= l.created_at))";
 
+/// For an event log aliased `l`: it has no ordering key, or no earlier event log of
+/// its key and trigger is live (SPEC §10). Every claim checks it.
+const KEY_HEAD: &str = "(l.ordering_key IS NULL OR NOT EXISTS (
+    SELECT 1 FROM event_logs o
+    WHERE o.trigger_id = l.trigger_id AND o.ordering_key = l.ordering_key AND o.event_id < l.event_id
+      AND o.status IN ('scheduled', 'pending', 'processing')))";
+
 /// An event to store. Its id is chosen by the caller.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
@@ -394,10 +401,7 @@ pub async fn claim(
                     COALESCE(t.id = ANY($4) AND l.trigger_id IS NOT NULL, false) AS hold, COALESCE(t.timeout_ms, 0) AS timeout_ms
              FROM event_logs l LEFT JOIN event_triggers t ON {SAME_TRIGGER}
              WHERE l.status IN ('scheduled', 'pending') AND NOT l.paused AND l.next_attempt_at <= now()
-               AND (l.ordering_key IS NULL OR NOT EXISTS (
-                   SELECT 1 FROM event_logs o
-                   WHERE o.trigger_id = l.trigger_id AND o.ordering_key = l.ordering_key AND o.event_id < l.event_id
-                     AND o.status IN ('scheduled', 'pending', 'processing')))
+               AND {KEY_HEAD}
              ORDER BY l.next_attempt_at
              LIMIT $1
              FOR UPDATE OF l SKIP LOCKED
@@ -438,10 +442,7 @@ pub async fn claim_held(
              SELECT l.ctid FROM event_logs l
              WHERE l.held AND l.trigger_id = $1 AND l.next_attempt_at <= now() AND EXISTS (SELECT 1 FROM t)
                AND l.status IN ('scheduled', 'pending')
-               AND (l.ordering_key IS NULL OR NOT EXISTS (
-                   SELECT 1 FROM event_logs o
-                   WHERE o.trigger_id = l.trigger_id AND o.ordering_key = l.ordering_key AND o.event_id < l.event_id
-                     AND o.status IN ('scheduled', 'pending', 'processing')))
+               AND {KEY_HEAD}
              ORDER BY l.next_attempt_at
              LIMIT $2
              FOR UPDATE OF l SKIP LOCKED
@@ -530,10 +531,7 @@ pub async fn claim_probes(pool: &PgPool, node: Uuid, margin: Duration, every: Du
                  WHERE l.paused AND NOT l.key_wait AND l.project = t.project AND l.trigger_name = t.name
                    AND l.trigger_id = t.id
                    AND l.status IN ('scheduled', 'pending') AND l.next_attempt_at <= now()
-                   AND (l.ordering_key IS NULL OR NOT EXISTS (
-                       SELECT 1 FROM event_logs o
-                       WHERE o.trigger_id = l.trigger_id AND o.ordering_key = l.ordering_key
-                         AND o.event_id < l.event_id AND o.status IN ('scheduled', 'pending', 'processing')))
+                   AND {KEY_HEAD}
                  ORDER BY l.next_attempt_at LIMIT 1
                  FOR UPDATE OF l SKIP LOCKED
              ) p
