@@ -2,27 +2,34 @@
 # and skips what is already there.
 
 SHELL := /bin/bash
-# scripts/bin holds a pass-through wasm-opt: Debian's binaryen breaks today's
-# wasm-bindgen output (see the script).
-export PATH := $(CURDIR)/scripts/bin:$(HOME)/.cargo/bin:$(PATH)
+# cargo-installed tools (wasm-bindgen) live in $CARGO_HOME/bin.
+CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
+export PATH := $(CARGO_BIN):$(PATH)
 
+# Mission Control is built with cargo and the wasm-bindgen CLI directly, the
+# steps cargo-leptos runs: a fresh machine then skips compiling cargo-leptos
+# (15-22 minutes). `make watch` installs it for live reload while developing.
 CARGO_LEPTOS_VERSION := 0.3.10
-# cargo-leptos needs a wasm-bindgen CLI of exactly the version in Cargo.lock.
+# The wasm-bindgen CLI must be exactly the version in Cargo.lock.
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+SITE := target/site
+# The browser bundle is always the optimised one (opt-level z, LTO): it is what
+# users get, and what the browser tests and the transfer-size test measure.
+WASM := target/front/wasm32-unknown-unknown/wasm-release/herald.wasm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-rust test-e2e test-faults bench build build-release deps deps-test clean
+.PHONY: run test test-rust test-e2e test-e2e-release test-faults bench build build-release site watch deps deps-test clean
 
 ## make run: serve the release build at http://127.0.0.1:3000 on the embedded database.
 run: build-release
-	LEPTOS_SITE_ROOT=target/site ./target/release/herald
+	LEPTOS_SITE_ROOT=$(SITE) ./target/release/herald
 
 ## make test: every test, against a throw-away PostgreSQL and a real Chromium,
 ## the fault-injection suite included.
 test: deps-test
 	scripts/with-postgres.sh cargo test --features ssr
 	scripts/with-postgres.sh cargo test --features ssr --test faults -- --ignored --nocapture
-	cargo leptos build
+	$(MAKE) --no-print-directory build
 	scripts/with-postgres.sh scripts/e2e.sh
 
 ## make bench: throughput and latency figures (release build). BENCH_ARGS=--quick for a short run.
@@ -36,21 +43,41 @@ test-faults:
 test-rust:
 	scripts/with-postgres.sh cargo test --features ssr
 
-test-e2e: deps-test
-	cargo leptos build
+## make test-e2e: the browser tests against the debug server.
+test-e2e: deps-test build
 	scripts/with-postgres.sh scripts/e2e.sh
 
-build-release: deps
-	cargo leptos build --release
+## make test-e2e-release: the browser tests against the release build, as `make run` serves it.
+test-e2e-release: deps-test build-release
+	HERALD_BIN=target/release/herald scripts/with-postgres.sh scripts/e2e.sh
 
-build: deps
-	cargo leptos build
+## make build: the debug server and the site.
+build: site
+	cargo build --features ssr --bin herald
+	./target/debug/herald site $(SITE)
+
+build-release: site
+	cargo build --release --features ssr --bin herald
+	./target/release/herald site $(SITE)
+
+# The browser bundle: the wasm library, its JS glue, the stylesheet and public/.
+# `herald site` (run by build and build-release) then fingerprints and compresses it.
+site: deps
+	cargo build --lib --target wasm32-unknown-unknown --target-dir target/front \
+		--no-default-features --features hydrate --profile wasm-release
+	@mkdir -p $(SITE)/pkg
+	wasm-bindgen $(WASM) --target web --no-typescript --out-name herald --out-dir $(SITE)/pkg
+	cp style/main.css $(SITE)/pkg/herald.css
+	cp -R public/. $(SITE)/
+
+## make watch: rebuild and reload on every change (installs cargo-leptos once, about 15 minutes).
+watch: deps
+	@cargo leptos --version 2>/dev/null | grep -q " $(CARGO_LEPTOS_VERSION)" \
+		|| cargo install cargo-leptos --version $(CARGO_LEPTOS_VERSION) --locked
+	PATH=$(CURDIR)/scripts/bin:$$PATH cargo leptos watch
 
 deps:
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
-	@cargo leptos --version 2>/dev/null | grep -q " $(CARGO_LEPTOS_VERSION)" \
-		|| { echo "Installing cargo-leptos $(CARGO_LEPTOS_VERSION) (about 15 minutes, once)"; \
-		     cargo install cargo-leptos --version $(CARGO_LEPTOS_VERSION) --locked; }
 	@wasm-bindgen --version 2>/dev/null | grep -q " $(WASM_BINDGEN_VERSION)$$" \
 		|| { echo "Installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (a few minutes, once)"; \
 		     cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --force; }
@@ -60,7 +87,8 @@ deps:
 deps-test: deps
 	@command -v chromium >/dev/null || $(SUDO) apt-get install -y chromium \
 		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
-	@[ -d end2end/node_modules/@playwright/test ] || (cd end2end && npm ci --no-audit --no-fund)
+	@[ -d end2end/node_modules/@playwright/test ] && [ -d end2end/node_modules/@axe-core/playwright ] \
+		|| (cd end2end && npm ci --no-audit --no-fund)
 
 clean:
 	cargo clean

@@ -34,6 +34,14 @@ pub enum Command {
     /// Measure throughput and latency: starts a webhook sink and (unless --url) a
     /// Herald on its own database, then prints a table and one JSON line per scenario.
     Bench(crate::bench::BenchArgs),
+    /// Prepare a built Mission Control bundle for serving (a build step, run by
+    /// `make`): fingerprint herald.js and the wasm, write hash.txt and brotli and
+    /// gzip copies of every file in <SITE>/pkg.
+    Site {
+        /// The site root, as LEPTOS_SITE_ROOT.
+        #[arg(default_value = "target/site")]
+        site: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

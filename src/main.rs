@@ -39,8 +39,16 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    if let Some(Command::Bench(args)) = cli.command {
-        return herald::bench::run(args).await;
+    match cli.command {
+        Some(Command::Bench(args)) => return herald::bench::run(args).await,
+        Some(Command::Site { site }) => {
+            let done = herald::assets::prepare(&site)?;
+            for (name, bytes, br, gz) in done.files {
+                println!("{name:<36} {bytes:>9} bytes  br {br:>8}  gzip {gz:>8}");
+            }
+            return Ok(());
+        }
+        _ => {}
     }
     let config = cli.config;
     std::fs::create_dir_all(&config.data_dir)
@@ -146,7 +154,7 @@ async fn with_database(config: &Config, options: PgConnectOptions, command: Opti
         }
         Command::Serve => serve(config, engine).await,
         // `run` handles it before any database is started.
-        Command::Bench(_) => Ok(()),
+        Command::Bench(_) | Command::Site { .. } => Ok(()),
     };
     pool.close().await;
     result
@@ -169,10 +177,12 @@ async fn serve(config: &Config, engine: Engine) -> Result<()> {
         println!("  Change it with `herald admin set-password`.");
         println!();
     }
+    let options = server::leptos_options(config.addr);
+    herald::assets::check_site(std::path::Path::new(options.site_root.as_ref()))?;
     let workers = engine.start();
     let state = AppState {
         engine: engine.clone(),
-        leptos_options: server::leptos_options(config.addr),
+        leptos_options: options,
         max_body_bytes: config.max_body_bytes as usize,
         secure_cookies: config.secure_cookies,
         metrics_token: config.metrics_token.clone(),

@@ -16,6 +16,7 @@ use tower_sessions_sqlx_store::PostgresStore;
 use crate::api::ui::LoginThrottle;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::services::ServeDir;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -62,15 +63,20 @@ pub fn engine_config(c: &Config) -> EngineConfig {
     }
 }
 
-/// Leptos settings: where cargo-leptos put the compiled site.
+/// Leptos settings: where the compiled site is (`make build`, or cargo-leptos),
+/// and its fingerprinted bundle names when `herald site` prepared it.
 pub fn leptos_options(addr: std::net::SocketAddr) -> LeptosOptions {
     let site_root = std::env::var("LEPTOS_SITE_ROOT").unwrap_or_else(|_| "target/site".into());
+    let hash_file = crate::assets::hash_file(std::path::Path::new(&site_root));
     LeptosOptions::builder()
-        .output_name("herald")
+        .output_name(crate::assets::OUTPUT_NAME)
         .site_root(site_root)
         .site_pkg_dir("pkg")
         .site_addr(addr)
         .env(leptos::config::Env::PROD)
+        .hash_files(hash_file.is_some())
+        // An absolute path: Leptos joins it to the binary's folder.
+        .hash_file(hash_file.map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|| "hash.txt".into()).into())
         .build()
 }
 
@@ -88,6 +94,12 @@ pub async fn router(state: AppState, request_timeout: Duration) -> Result<Router
         leptos::prelude::provide_context(engine.clone());
         leptos::prelude::provide_context(throttle.clone());
     };
+    // The bundle: precompressed copies for browsers that take them, and cache
+    // headers that let a browser keep a fingerprinted file for good.
+    let pkg = std::path::Path::new(options.site_root.as_ref()).join(options.site_pkg_dir.as_ref());
+    let assets = Router::new()
+        .nest_service("/pkg", ServeDir::new(pkg).precompressed_br().precompressed_gzip())
+        .layer(axum::middleware::from_fn(crate::assets::cache_headers));
     let ui = Router::new()
         .leptos_routes_with_context(&state, routes, context, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
@@ -100,6 +112,7 @@ pub async fn router(state: AppState, request_timeout: Duration) -> Result<Router
     let timed = Router::new()
         .merge(api::routes(state.max_body_bytes))
         .merge(ui)
+        .merge(assets)
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout));
     Ok(timed
         .merge(api::file_routes())

@@ -60,3 +60,40 @@ test('a server function without a session is refused', async ({ request, baseURL
   expect(resp.status()).toBe(401);
   expect(await resp.text()).toContain('SignedOut');
 });
+
+test('the first visit to the sign-in page transfers under 1 MB, and a second visit reuses the bundle', async ({ page, context }) => {
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.setCacheDisabled', { cacheDisabled: false });
+  const responses = new Map<string, { url: string; headers: Record<string, string>; fromCache: boolean }>();
+  const bytes = new Map<string, number>();
+  cdp.on('Network.responseReceived', (e: any) => {
+    const headers = Object.fromEntries(Object.entries(e.response.headers).map(([k, v]) => [k.toLowerCase(), String(v)]));
+    responses.set(e.requestId, { url: e.response.url, headers, fromCache: e.response.fromDiskCache || e.response.fromMemoryCache });
+  });
+  cdp.on('Network.loadingFinished', (e: any) => bytes.set(e.requestId, e.encodedDataLength));
+  await page.goto('/login');
+  await hydrated(page);
+  await page.waitForLoadState('networkidle');
+  const total = [...bytes.values()].reduce((a, b) => a + b, 0);
+  const wasm = [...responses.entries()].find(([, r]) => r.url.endsWith('.wasm'));
+  expect(wasm, 'the page loaded a wasm bundle').toBeTruthy();
+  const [wasmId, wasmResponse] = wasm!;
+  console.log(`first visit to /login: ${total} bytes in ${bytes.size} responses; wasm ${bytes.get(wasmId)} bytes (${wasmResponse.headers['content-encoding']})`);
+  expect(wasmResponse.url, 'the bundle has a fingerprinted name').toMatch(/\/pkg\/herald\.[0-9a-f]{16}\.wasm$/);
+  expect(wasmResponse.headers['content-encoding']).toBe('br');
+  expect(wasmResponse.headers['cache-control']).toBe('public, max-age=31536000, immutable');
+  expect(total).toBeLessThan(1_000_000);
+
+  // A second visit downloads the page, not the bundle.
+  const before = new Set(bytes.keys());
+  await page.goto('/login');
+  await hydrated(page);
+  await page.waitForLoadState('networkidle');
+  const again = [...bytes.entries()].filter(([id]) => !before.has(id));
+  const wasmAgain = again.find(([id]) => responses.get(id)?.url.endsWith('.wasm'));
+  expect(wasmAgain && responses.get(wasmAgain[0])!.fromCache, 'the wasm came from the browser cache').toBeTruthy();
+  const second = again.reduce((a, [, n]) => a + n, 0);
+  console.log(`second visit to /login: ${second} bytes`);
+  expect(second).toBeLessThan(100_000);
+});
