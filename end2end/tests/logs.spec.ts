@@ -5,8 +5,6 @@ test('find a failed delivery in Event Logs, open it, and redeliver it', async ({
   const receiver = await startReceiver({ ok: true }, 1);
   try {
     await signIn(page);
-    // The first test of the run meets the empty state.
-    await expect(page.getByText('An event trigger delivers every event')).toBeVisible();
     await page.screenshot({ path: 'test-results/screenshots/event-triggers-empty.png', fullPage: true });
     await addTrigger(page, 'billing-hook', 'invoice-paid', receiver.url, '0');
 

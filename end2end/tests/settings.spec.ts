@@ -5,7 +5,8 @@ test('creating a project from the switcher, then an API key that works once show
   await signIn(page);
   const project = `e2e-${Date.now()}`;
   await page.getByLabel('Project', { exact: true }).selectOption('__new');
-  const dialog = page.getByRole('form', { name: 'New project' });
+  const dialog = page.getByRole('dialog', { name: 'New project' });
+  await expect(dialog.getByLabel('Project id')).toBeFocused();
   await dialog.getByLabel('Project id').fill('Bad Id');
   await dialog.getByRole('button', { name: 'Create project' }).click();
   await expect(dialog.getByRole('alert')).toContainText("project id 'Bad Id' is invalid");
@@ -14,6 +15,11 @@ test('creating a project from the switcher, then an API key that works once show
   await expect(page).toHaveURL(new RegExp(`/p/${project}/settings$`));
   await expect(page.getByRole('heading', { level: 1 })).toHaveText('Project settings');
   await expect(page.getByLabel('curl command')).toContainText(`/v1/api/${project}/eventing/queue`);
+  // A new project meets the empty state, which says what a trigger is.
+  await page.getByRole('link', { name: 'Event Triggers' }).click();
+  await expect(page.getByText('An event trigger delivers every event')).toBeVisible();
+  await page.getByRole('link', { name: 'Settings' }).click();
+  await expect(page.getByRole('heading', { level: 1 })).toHaveText('Project settings');
 
   // A key without a name is refused with the reason.
   const form = page.getByRole('form', { name: 'New API key' });

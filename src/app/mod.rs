@@ -1,6 +1,9 @@
 //! Mission Control: the shell, the router and the layout.
 
+mod modal;
 mod pages;
+
+pub use modal::Modal;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -185,33 +188,35 @@ fn ProjectSwitcher() -> impl IntoView {
                 })}
             </Transition>
         </label>
-        {move || creating.get().then(|| view! {
-            <div class="backdrop">
-                <form class="dialog narrow" aria-label="New project" on:submit=move |ev: leptos::ev::SubmitEvent| {
-                    ev.prevent_default();
-                    create.dispatch(CreateProject { id: new_id.get_untracked() });
-                }>
-                    <h2>"New project"</h2>
-                    <label>"Project id"
-                        <input name="id" placeholder="my-app" prop:value=new_id
-                            on:input=move |ev| set_new_id.set(event_target_value(&ev))/>
-                        <small class="muted">"Lowercase letters, digits, '_' and '-'. It appears in every URL and cannot change."</small>
-                        {move || create.value().get().and_then(Result::err).map(|e| view! {
-                            <span class="field-error" role="alert">{e.to_string()}</span>
-                        })}
-                    </label>
-                    <div class="buttons">
-                        <button type="button" on:click=move |_| {
-                            creating.set(false);
-                            // Put the select back on the current project.
-                            projects.refetch();
-                        }>"Cancel"</button>
-                        <button class="primary" type="submit" disabled=move || create.pending().get()>
-                            {move || if create.pending().get() { "Creating…" } else { "Create project" }}
-                        </button>
-                    </div>
-                </form>
-            </div>
+        {move || creating.get().then(|| {
+            let cancel = move || {
+                creating.set(false);
+                // Put the select back on the current project.
+                projects.refetch();
+            };
+            view! {
+                <Modal title="New project" id="new-project-title" narrow=true on_close=cancel>
+                    <form aria-label="New project" on:submit=move |ev: leptos::ev::SubmitEvent| {
+                        ev.prevent_default();
+                        create.dispatch(CreateProject { id: new_id.get_untracked() });
+                    }>
+                        <label>"Project id"
+                            <input name="id" placeholder="my-app" prop:value=new_id
+                                on:input=move |ev| set_new_id.set(event_target_value(&ev))/>
+                            <small class="muted">"Lowercase letters, digits, '_' and '-'. It appears in every URL and cannot change."</small>
+                            {move || create.value().get().and_then(Result::err).map(|e| view! {
+                                <span class="field-error" role="alert">{e.to_string()}</span>
+                            })}
+                        </label>
+                        <div class="buttons">
+                            <button type="button" on:click=move |_| cancel()>"Cancel"</button>
+                            <button class="primary" type="submit" disabled=move || create.pending().get()>
+                                {move || if create.pending().get() { "Creating…" } else { "Create project" }}
+                            </button>
+                        </div>
+                    </form>
+                </Modal>
+            }
         })}
     }
 }

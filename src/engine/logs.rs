@@ -33,10 +33,27 @@ fn invalid(msg: impl Into<String>) -> EngineError {
     EngineError::Invalid(msg.into())
 }
 
+/// RFC 3339, or a date and time without an offset (what a date-time picker
+/// gives: `2026-01-31T12:00`, with a space or seconds too), or a date alone,
+/// both taken as UTC.
 fn parse_time(field: &str, v: &str) -> Result<DateTime<Utc>, EngineError> {
+    use chrono::{NaiveDate, NaiveDateTime};
+    let v = v.trim();
     DateTime::parse_from_rfc3339(v)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| invalid(format!("`{field}` '{v}' is not an RFC 3339 time such as 2026-01-31T12:00:00Z")))
+        .ok()
+        .or_else(|| {
+            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(v, f).ok())
+                .or_else(|| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
+                .map(|t| t.and_utc())
+        })
+        .ok_or_else(|| {
+            invalid(format!(
+                "`{field}` '{v}' is not a time: use RFC 3339 such as 2026-01-31T12:00:00Z, or 2026-01-31 12:00 for UTC"
+            ))
+        })
 }
 
 /// An optional `from` and `to`, each RFC 3339 when given (empty means none).
@@ -186,6 +203,19 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_rfc_3339_or_a_picked_date_and_time_in_utc() {
+        let t = |v: &str| parse_time("from", v).map(|t| t.to_rfc3339());
+        assert_eq!(t("2026-01-31T12:00:00+02:00").unwrap(), "2026-01-31T10:00:00+00:00");
+        assert_eq!(t("2026-01-31T12:00").unwrap(), "2026-01-31T12:00:00+00:00");
+        assert_eq!(t("2026-01-31T12:00:05").unwrap(), "2026-01-31T12:00:05+00:00");
+        assert_eq!(t("2026-01-31 12:00").unwrap(), "2026-01-31T12:00:00+00:00");
+        assert_eq!(t("2026-01-31").unwrap(), "2026-01-31T00:00:00+00:00");
+        let err = t("yesterday").unwrap_err().to_string();
+        assert!(err.contains("`from` 'yesterday' is not a time"), "{err}");
+        assert!(t("2026-02-30").is_err());
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

@@ -25,7 +25,7 @@ pub fn DeadLetters() -> impl IntoView {
                     Err(e) => view! { <div class="notice" role="alert">{e.to_string()}</div> }.into_any(),
                     Ok(list) if list.is_empty() => view! { <p class="empty">"No dead letters: every failed delivery has been replayed, or none failed."</p> }.into_any(),
                     Ok(list) => view! {
-                        <table class="table dead-letters">
+                        <div class="table-scroll" role="region" aria-label="Dead letters" tabindex="0"><table class="table dead-letters">
                             <thead><tr>
                                 <th>"Trigger"</th><th>"Last error"</th><th>"Event logs"</th><th>"Oldest"</th><th>"Newest"</th><th>"Actions"</th>
                             </tr></thead>
@@ -51,7 +51,7 @@ pub fn DeadLetters() -> impl IntoView {
                                     }
                                 }).collect_view()}
                             </tbody>
-                        </table>
+                        </table></div>
                     }.into_any(),
                 }
             })}

@@ -92,6 +92,18 @@ pub fn EventLogs() -> impl IntoView {
         </label>
     };
 
+    // A typed time (RFC 3339, or a date and time taken as UTC) and a picker that fills it.
+    let time_input = move |key: &'static str, label: &'static str| view! {
+        <div class="time-filter">
+            <label>{format!("{label} (UTC)")}
+                <input name=key placeholder="2026-01-31T12:00:00Z" prop:value=move || param(key)
+                    on:change=move |ev| set_param.with_value(|f| f(key, event_target_value(&ev)))/>
+            </label>
+            <input type="datetime-local" step="1" class="picker" aria-label=format!("Pick the {} date and time (UTC)", label.to_lowercase())
+                prop:value=move || picker_value(&param(key))
+                on:change=move |ev| set_param.with_value(|f| f(key, from_picker(&event_target_value(&ev))))/>
+        </div>
+    };
     view! {
         <div class="page-head">
             <h1>"Event Logs"</h1>
@@ -102,8 +114,8 @@ pub fn EventLogs() -> impl IntoView {
             </div>
         </div>
         <div class="windows" role="group" aria-label="Window">
-            {[(1, "1 h"), (24, "24 h"), (168, "7 days")].into_iter().map(|(h, label)| view! {
-                <button class:active=move || window() == h
+            {[(1, "1 h"), (24, "24 h"), (168, "7 days"), (720, "30 days")].into_iter().map(|(h, label)| view! {
+                <button class:active=move || window() == h aria-pressed=move || (window() == h).to_string()
                     on:click=move |_| set_param.with_value(|f| f("window", h.to_string()))>{label}</button>
             }).collect_view()}
         </div>
@@ -126,8 +138,8 @@ pub fn EventLogs() -> impl IntoView {
             {input("trigger", "Trigger")}
             {input("type", "Type")}
             {input("event", "Event ID")}
-            {input("from", "From (RFC 3339)")}
-            {input("to", "To (RFC 3339)")}
+            {time_input("from", "From")}
+            {time_input("to", "To")}
         </form>
         <Transition fallback=|| view! { <p class="busy">"Loading…"</p> }>
             {move || Suspend::new(async move {
@@ -138,7 +150,7 @@ pub fn EventLogs() -> impl IntoView {
                         <p class="empty">"No event logs match. Queue an event, or widen the filters."</p>
                     }.into_any(),
                     Ok(page) => view! {
-                        <table class="table logs">
+                        <div class="table-scroll" role="region" aria-label="Event logs" tabindex="0"><table class="table logs">
                             <thead><tr>
                                 <th>"Event ID"</th><th>"Trigger"</th><th>"Type"</th><th>"Status"</th>
                                 <th>"Attempts"</th><th>"Created"</th><th>"Next attempt"</th>
@@ -147,7 +159,7 @@ pub fn EventLogs() -> impl IntoView {
                                 {page.items.into_iter().map(|l| view! { <LogRow log=l now/> }).collect_view()}
                                 {move || more.get().into_iter().map(|l| view! { <LogRow log=l now/> }).collect_view()}
                             </tbody>
-                        </table>
+                        </table></div>
                     }.into_any(),
                 }
             })}
@@ -160,9 +172,36 @@ pub fn EventLogs() -> impl IntoView {
 fn LogRow(log: EventLog, now: DateTime<Utc>) -> impl IntoView {
     let project = use_project();
     let href = format!("/p/{}/logs/{}", project.get_untracked(), log.id);
+    let navigate = use_navigate();
+    let open = {
+        let href = href.clone();
+        // A click anywhere on the row opens it, unless it was on a link or a
+        // button of its own, or selected text.
+        move |ev: leptos::ev::MouseEvent| {
+            #[cfg(feature = "hydrate")]
+            {
+                use wasm_bindgen::JsCast;
+                let on_control = ev
+                    .target()
+                    .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+                    .and_then(|el| el.closest("a, button").ok().flatten())
+                    .is_some();
+                let selecting = window().get_selection().ok().flatten().is_some_and(|s| !s.is_collapsed());
+                if !on_control && !selecting {
+                    navigate(&href, Default::default());
+                }
+            }
+            #[cfg(not(feature = "hydrate"))]
+            let _ = (ev, &navigate, &href);
+        }
+    };
+    let event_id = log.event_id.to_string();
     view! {
-        <tr data-log=log.id.to_string()>
-            <td><a href=href><code>{log.event_id.to_string()[..8].to_string()}</code></a></td>
+        <tr data-log=log.id.to_string() class="clickable" on:click=open>
+            <td class="event-id">
+                <a href=href title=event_id.clone()><code>{short_id(&event_id)}</code></a>
+                <CopyButton text=event_id/>
+            </td>
             <td>{log.trigger.clone()}</td>
             <td><code>{log.event_type.clone()}</code></td>
             <td><span class=format!("badge {}", log.status.as_str())>{log.status.as_str()}</span></td>
@@ -170,6 +209,51 @@ fn LogRow(log: EventLog, now: DateTime<Utc>) -> impl IntoView {
             <td><When t=log.created_at now/></td>
             <td>{log.next_attempt_at.map(|t| view! { <When t now/> }.into_any()).unwrap_or_else(|| "-".into_any())}</td>
         </tr>
+    }
+}
+
+/// The part of a UUIDv7 that tells neighbours apart: its first digits are its
+/// time, so two events of the same millisecond share them; the last ones are random.
+fn short_id(id: &str) -> String {
+    format!("…{}", &id[id.len().saturating_sub(8)..])
+}
+
+/// The value a `datetime-local` picker shows for a filter: its UTC date and time.
+fn picker_value(filter: &str) -> String {
+    DateTime::parse_from_rfc3339(filter)
+        .map(|t| t.with_timezone(&Utc).format("%Y-%m-%dT%H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+/// A picked `2026-01-31T12:00` or `2026-01-31T12:00:05`, as RFC 3339 in UTC.
+fn from_picker(value: &str) -> String {
+    match value.len() {
+        0 => String::new(),
+        16 => format!("{value}:00Z"),
+        _ => format!("{value}Z"),
+    }
+}
+
+/// Copies `text` to the clipboard and says so.
+#[component]
+pub fn CopyButton(text: String) -> impl IntoView {
+    let (state, set_state) = signal("Copy");
+    let label = format!("Copy {text}");
+    let copy = move |_| {
+        #[cfg(feature = "hydrate")]
+        {
+            let promise = window().navigator().clipboard().write_text(&text);
+            leptos::task::spawn_local(async move {
+                let ok = wasm_bindgen_futures::JsFuture::from(promise).await.is_ok();
+                set_state.set(if ok { "Copied" } else { "Copy failed" });
+            });
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (&text, set_state);
+    };
+    view! {
+        <button type="button" class="copy link" aria-label=label on:click=copy>{state}</button>
+        <span class="visually-hidden" aria-live="polite">{move || (state.get() != "Copy").then_some(state.get())}</span>
     }
 }
 
@@ -187,33 +271,78 @@ fn Cards(summary: Summary) -> impl IntoView {
     }
 }
 
-/// Processed and failed deliveries per bucket, as inline SVG.
+/// Processed and failed deliveries per bucket, as inline SVG, with a time axis
+/// and the values of the bar under the pointer (or under keyboard focus).
 #[component]
 fn Chart(summary: Summary) -> impl IntoView {
-    let max = summary.buckets.iter().map(|b| b.1 + b.2).max().unwrap_or(0).max(1) as f64;
-    let (w, h) = (summary.buckets.len().max(1) as f64 * 20.0, 100.0);
+    let buckets = summary.buckets;
+    let n = buckets.len().max(1);
+    let max = buckets.iter().map(|b| b.1 + b.2).max().unwrap_or(0).max(1) as f64;
+    let (w, h) = (n as f64 * 20.0, 100.0);
+    // Bucket width: the gap between the first two, or the window itself.
+    let step = match (buckets.first(), buckets.get(1)) {
+        (Some(a), Some(b)) => b.0 - a.0,
+        _ => chrono::Duration::hours(1),
+    };
+    let tick_format = if step >= chrono::Duration::hours(1) && (buckets.len() as i64) * step.num_hours() > 48 {
+        "%b %-d"
+    } else {
+        "%H:%M"
+    };
+    // About six labels, whatever the number of bars.
+    let every = n.div_ceil(6).max(1);
+    let hover = RwSignal::new(None::<usize>);
+    let readout = {
+        let buckets = buckets.clone();
+        move || match hover.get().and_then(|i| buckets.get(i).map(|b| (i, *b))) {
+            Some((_, (start, ok, failed))) => format!(
+                "{} – {} UTC: {ok} processed, {failed} failed",
+                start.format("%b %-d %H:%M"),
+                (start + step).format("%H:%M")
+            ),
+            None => format!("Point at a bar for its counts · up to {} per bar", max as i64),
+        }
+    };
     view! {
-        <figure class="chart">
-            <svg viewBox=format!("0 0 {w} {}", h + 16.0) role="img" aria-label="Deliveries over time">
-                {summary.buckets.iter().enumerate().map(|(i, (start, ok, failed))| {
+        <figure class="chart" on:mouseleave=move |_| hover.set(None)>
+            <svg viewBox=format!("0 0 {w} {}", h + 18.0) role="img"
+                aria-label=format!("Deliveries per {} over the window; the table below lists them", duration_text(step))>
+                {buckets.iter().enumerate().map(|(i, (start, ok, failed))| {
                     let x = i as f64 * 20.0 + 2.0;
                     let ok_h = *ok as f64 / max * h;
                     let failed_h = *failed as f64 / max * h;
                     view! {
-                        <g>
+                        <g class="bar" class:hovered=move || hover.get() == Some(i) on:mouseenter=move |_| hover.set(Some(i))>
                             <title>{format!("{}: {ok} processed, {failed} failed", utc(*start))}</title>
+                            // The whole column reacts to the pointer, not only the coloured part.
+                            <rect class="hit" x=x - 2.0 y="0" width="20" height=h/>
                             <rect class="ok" x=x y=h - ok_h width="16" height=ok_h/>
                             <rect class="failed" x=x y=h - ok_h - failed_h width="16" height=failed_h/>
                         </g>
                     }
                 }).collect_view()}
                 <line x1="0" y1=h x2=w y2=h class="axis"/>
+                {buckets.iter().enumerate().filter(|(i, _)| i % every == 0).map(|(i, (start, _, _))| {
+                    let x = i as f64 * 20.0 + 2.0;
+                    view! {
+                        <line x1=x y1=h x2=x y2=h + 4.0 class="axis"/>
+                        <text x=x y=h + 15.0 class="tick">{start.format(tick_format).to_string()}</text>
+                    }
+                }).collect_view()}
             </svg>
             <figcaption>
                 <span class="legend ok">"processed"</span>" "<span class="legend failed">"failed"</span>
-                {format!(" · {} max per bar", max as i64)}
+                " · "<span class="readout" aria-live="polite">{readout}</span>
             </figcaption>
         </figure>
+    }
+}
+
+fn duration_text(d: chrono::Duration) -> String {
+    match d.num_minutes() {
+        m if m % 1440 == 0 && m > 0 => format!("{} day(s)", m / 1440),
+        m if m % 60 == 0 && m > 0 => format!("{} hour(s)", m / 60),
+        m => format!("{m} minute(s)"),
     }
 }
 

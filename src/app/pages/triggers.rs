@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use crate::api::ui::{
     list_databases, list_tables, list_triggers, trigger_health, AppError, DeleteTrigger, FireEvent, FireResult, SaveTrigger, SetTriggerEnabled, TriggerForm,
 };
-use crate::app::use_project;
+use crate::app::{use_project, Modal};
 use crate::model::{Source, Trigger, TriggerHealth};
 
 /// What the page shows over the table.
@@ -72,7 +72,7 @@ pub fn EventTriggers() -> impl IntoView {
                         </div>
                     }.into_any(),
                     Ok(list) => view! {
-                        <table class="table triggers">
+                        <div class="table-scroll" role="region" aria-label="Event triggers" tabindex="0"><table class="table triggers">
                             <thead><tr>
                                 <th>"Name"</th><th>"Source"</th><th>"Type"</th><th>"Webhook URL"</th>
                                 <th>"Retries"</th><th>"Timeout"</th><th>"Last hour"</th><th>"Enabled"</th><th>"Actions"</th>
@@ -130,7 +130,7 @@ pub fn EventTriggers() -> impl IntoView {
                                     }
                                 }).collect_view()}
                             </tbody>
-                        </table>
+                        </table></div>
                     }.into_any(),
                 }
             })}
@@ -238,10 +238,10 @@ fn TriggerFormDialog(form: TriggerForm, create: bool, on_done: impl Fn(bool) + C
             }
         };
     }
+    let title = if create { "Add event trigger" } else { "Edit event trigger" };
     view! {
-        <div class="backdrop">
-            <form class="dialog" on:submit=submit aria-label="Trigger form">
-                <h2>{if create { "Add event trigger" } else { "Edit event trigger" }}</h2>
+        <Modal title=title id="trigger-form-title" on_close=move || on_done(false)>
+            <form on:submit=submit aria-label="Trigger form">
                 <label>"Trigger Name"
                     <input name="name" prop:value=move || form.with(|f| f.name.clone()) disabled=!create
                         on:input=move |ev| form.update(|f| f.name = event_target_value(&ev))/>
@@ -357,7 +357,7 @@ fn TriggerFormDialog(form: TriggerForm, create: bool, on_done: impl Fn(bool) + C
                     </button>
                 </div>
             </form>
-        </div>
+        </Modal>
     }
 }
 
@@ -387,9 +387,8 @@ fn FireDialog(trigger: Trigger, on_close: impl Fn() + Copy + Send + Sync + 'stat
         }
     };
     view! {
-        <div class="backdrop">
-            <form class="dialog" on:submit=submit aria-label="Trigger event">
-                <h2>"Trigger event"</h2>
+        <Modal title="Trigger event" id="fire-title" on_close=on_close>
+            <form on:submit=submit aria-label="Trigger event">
                 <label>"Type"
                     <input name="type" prop:value=event_type on:input=move |ev| set_event_type.set(event_target_value(&ev))/>
                 </label>
@@ -411,7 +410,7 @@ fn FireDialog(trigger: Trigger, on_close: impl Fn() + Copy + Send + Sync + 'stat
                     </button>
                 </div>
             </form>
-        </div>
+        </Modal>
     }
 }
 
