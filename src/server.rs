@@ -101,6 +101,7 @@ pub async fn router(state: AppState, request_timeout: Duration) -> Result<Router
         .nest_service("/pkg", ServeDir::new(pkg).precompressed_br().precompressed_gzip())
         .layer(axum::middleware::from_fn(crate::assets::cache_headers));
     let ui = Router::new()
+        .route("/live/{project}", axum::routing::get(api::live::live))
         .leptos_routes_with_context(&state, routes, context, move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(sessions(&state).await?)

@@ -76,3 +76,45 @@ test('Event Logs: short distinct ids with copy, rows open on click, a date-time 
     receiver.close();
   }
 });
+
+test('Event Logs updates by itself when an event arrives (server-sent events), and the stream needs a session', async ({ page, context, request }) => {
+  expect((await request.get('/live/default')).status()).toBe(401);
+  const receiver = await startReceiver({ ok: true });
+  try {
+    await signIn(page);
+    await addTrigger(page, 'live-hook', 'live-type', receiver.url, '0');
+    await page.getByRole('link', { name: 'Event Logs' }).click();
+    await page.getByLabel('Trigger', { exact: true }).fill('live-hook');
+    await page.getByLabel('Trigger', { exact: true }).press('Enter');
+    await expect(page).toHaveURL(/trigger=live-hook/);
+    await expect(page.locator('.live-state')).toHaveText('Live');
+    await expect(page.locator('p.empty')).toBeVisible();
+    const processed = Number(await page.locator('.count[data-status="processed"]').innerText());
+
+    // Another tab of the same operator fires an event; this page is not touched.
+    const other = await context.newPage();
+    await other.goto('/p/default/triggers');
+    await expect(other.locator('html[data-hydrated="true"]')).toHaveCount(1, { timeout: 20_000 });
+    await other.locator('tr[data-trigger="live-hook"]').getByRole('button', { name: 'Trigger' }).click();
+    await other.getByRole('dialog', { name: 'Trigger event' }).getByRole('button', { name: 'Trigger', exact: true }).click();
+    await expect.poll(() => receiver.received.length).toBe(1);
+    await other.keyboard.press('Escape');
+
+    await expect(page.locator('table.logs tbody tr')).toHaveCount(1, { timeout: 10_000 });
+    await expect(page.locator('table.logs tbody tr').first()).toContainText('processed', { timeout: 10_000 });
+    await expect(page.locator('.count[data-status="processed"]')).toHaveText(String(processed + 1), { timeout: 10_000 });
+
+    // Turned off, the page stays as it is.
+    await page.getByLabel('Live updates').uncheck();
+    await expect(page.locator('.live-state')).toHaveText('');
+    await other.locator('tr[data-trigger="live-hook"]').getByRole('button', { name: 'Trigger' }).click();
+    await other.getByRole('dialog', { name: 'Trigger event' }).getByRole('button', { name: 'Trigger', exact: true }).click();
+    await expect.poll(() => receiver.received.length).toBe(2);
+    await page.waitForTimeout(2500);
+    await expect(page.locator('table.logs tbody tr')).toHaveCount(1);
+    await page.getByRole('button', { name: 'Refresh' }).click();
+    await expect(page.locator('table.logs tbody tr')).toHaveCount(2);
+  } finally {
+    receiver.close();
+  }
+});

@@ -9,6 +9,8 @@ pub mod files;
 #[cfg(feature = "ssr")]
 pub mod health;
 #[cfg(feature = "ssr")]
+pub mod live;
+#[cfg(feature = "ssr")]
 pub mod logs;
 #[cfg(feature = "ssr")]
 pub mod openapi;

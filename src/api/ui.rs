@@ -457,7 +457,7 @@ pub async fn change_password(current: String, new: String, repeat: String) -> Re
 }
 
 #[cfg(feature = "ssr")]
-mod server {
+pub(crate) mod server {
     use std::net::SocketAddr;
 
     use axum::http;
@@ -539,7 +539,11 @@ mod server {
     /// The session's user, if it is signed in and its password has not changed
     /// since (a change signs out the other sessions).
     pub async fn current_user(engine: &Engine) -> Result<Option<String>, AppError> {
-        let session = session().await?;
+        user_of(engine, &session().await?).await
+    }
+
+    /// The user of a session, as `current_user`, for handlers outside Leptos.
+    pub async fn user_of(engine: &Engine, session: &tower_sessions::Session) -> Result<Option<String>, AppError> {
         let Some(user) = session.get::<String>(USER_KEY).await.map_err(internal)? else {
             return Ok(None);
         };

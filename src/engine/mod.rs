@@ -10,6 +10,7 @@ pub mod files;
 pub mod flow;
 pub mod grants;
 pub mod guard;
+pub mod live;
 pub mod logs;
 pub mod projects;
 pub mod queue;
@@ -165,6 +166,8 @@ struct Inner {
     held: std::sync::Mutex<std::collections::HashMap<Uuid, u32>>,
     /// Cancelled once shutdown has handed the leases back: renewal stops there.
     leases_handed_back: CancellationToken,
+    /// The projects whose history open pages watch (live updates).
+    live: live::Hub,
     /// Cancelled when shutdown's grace period is over: attempts still running stop
     /// before their leases are handed back, so no attempt runs while another node
     /// makes the same delivery.
@@ -213,6 +216,7 @@ impl Engine {
             tasks: TaskTracker::new(),
             held: std::sync::Mutex::new(std::collections::HashMap::new()),
             leases_handed_back: CancellationToken::new(),
+            live: live::Hub::default(),
             abandon: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             flow: flow::Flow::default(),

@@ -383,3 +383,15 @@ pub async fn summary(pool: &PgPool, project: &str, window: std::time::Duration) 
         .collect();
     Ok(Summary { now, counts, buckets })
 }
+
+/// What changes when the project's history does: its newest event log, and the
+/// number of ended ones (the hourly counts: at most a few thousand rows).
+pub async fn fingerprint(pool: &PgPool, project: &str) -> Result<(Option<Uuid>, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT (SELECT id FROM event_logs WHERE project = $1 ORDER BY created_at DESC, id DESC LIMIT 1),
+                (SELECT coalesce(sum(n), 0)::bigint FROM event_log_counts WHERE project = $1 AND span = 'hour')",
+    )
+    .bind(project)
+    .fetch_one(pool)
+    .await
+}

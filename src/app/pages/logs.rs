@@ -48,8 +48,14 @@ pub fn EventLogs() -> impl IntoView {
         cursor: String::new(),
     };
     let (tick, set_tick) = signal(0u32);
-    let summary = Resource::new(move || (project.get(), window(), tick.get()), |(p, w, _)| log_summary(p, w));
-    let first_page = Resource::new(move || (project.get(), filters(), tick.get()), |(p, f, _)| list_logs(p, f));
+    // Live updates move these: the counts and chart always, the list only when
+    // it shows its first page and has no keyboard focus (a refetch redraws it).
+    let counts_tick = RwSignal::new(0u32);
+    let list_tick = RwSignal::new(0u32);
+    let summary =
+        Resource::new(move || (project.get(), window(), tick.get(), counts_tick.get()), |(p, w, _, _)| log_summary(p, w));
+    let first_page =
+        Resource::new(move || (project.get(), filters(), tick.get(), list_tick.get()), |(p, f, _, _)| list_logs(p, f));
     // Pages loaded with "Load more", after the first.
     let more = RwSignal::new(Vec::<EventLog>::new());
     let cursor = RwSignal::new(None::<String>);
@@ -70,12 +76,27 @@ pub fn EventLogs() -> impl IntoView {
             }
         });
     };
-    let (auto, set_auto) = signal(false);
+    let (live, set_live) = signal(true);
+    let live_state = RwSignal::new("");
     Effect::new(move |_| {
-        if auto.get() {
-            if let Ok(handle) = set_interval_with_handle(move || set_tick.update(|t| *t += 1), std::time::Duration::from_secs(3)) {
-                on_cleanup(move || handle.clear());
+        let on = live.get();
+        let project = project.get();
+        #[cfg(feature = "hydrate")]
+        if on {
+            let changed = move || {
+                counts_tick.update(|t| *t += 1);
+                if more.with_untracked(Vec::is_empty) && !focus_in("table.logs") {
+                    list_tick.update(|t| *t += 1);
+                }
+            };
+            if let Some(source) = listen(&format!("/live/{project}"), changed, live_state) {
+                on_cleanup(move || source.take().close());
             }
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (on, project, counts_tick, list_tick, live_state);
+        if !on {
+            live_state.set("");
         }
     });
     // Filters live in the URL, so that a view can be shared.
@@ -108,8 +129,9 @@ pub fn EventLogs() -> impl IntoView {
         <div class="page-head">
             <h1>"Event Logs"</h1>
             <div class="tools">
-                <label class="check"><input type="checkbox" prop:checked=auto
-                    on:change=move |ev| set_auto.set(event_target_checked(&ev))/>"Auto-refresh"</label>
+                <label class="check"><input type="checkbox" prop:checked=live
+                    on:change=move |ev| set_live.set(event_target_checked(&ev))/>"Live updates"</label>
+                <span class="live-state" role="status">{move || live_state.get()}</span>
                 <button on:click=move |_| set_tick.update(|t| *t += 1)>"Refresh"</button>
             </div>
         </div>
@@ -268,6 +290,41 @@ fn Cards(summary: Summary) -> impl IntoView {
                 </div>
             }).collect_view()}
         </div>
+    }
+}
+
+/// Opens a server-sent events stream and calls `changed` on each `history`
+/// event; `state` says whether it is connected. The browser reconnects by itself.
+#[cfg(feature = "hydrate")]
+fn listen(
+    url: &str,
+    changed: impl Fn() + 'static,
+    state: RwSignal<&'static str>,
+) -> Option<send_wrapper::SendWrapper<web_sys::EventSource>> {
+    use wasm_bindgen::closure::Closure;
+    use wasm_bindgen::JsCast;
+    let source = web_sys::EventSource::new(url).ok()?;
+    let on_history = Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |_| changed());
+    let on_ready = Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |_| state.set("Live"));
+    let on_error = Closure::<dyn Fn(web_sys::Event)>::new(move |_| state.set("Reconnecting…"));
+    let _ = source.add_event_listener_with_callback("history", on_history.as_ref().unchecked_ref());
+    let _ = source.add_event_listener_with_callback("ready", on_ready.as_ref().unchecked_ref());
+    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    // The closures live as long as the page: the source is closed on clean-up,
+    // after which they are never called.
+    on_history.forget();
+    on_ready.forget();
+    on_error.forget();
+    Some(send_wrapper::SendWrapper::new(source))
+}
+
+/// Whether keyboard focus is inside the first element matching `selector`.
+#[cfg(feature = "hydrate")]
+fn focus_in(selector: &str) -> bool {
+    let doc = document();
+    match (doc.query_selector(selector).ok().flatten(), doc.active_element()) {
+        (Some(el), Some(active)) => el.contains(Some(&active)),
+        _ => false,
     }
 }
 
