@@ -18,7 +18,7 @@ SITE := target/site
 WASM := target/front/wasm32-unknown-unknown/wasm-release/herald.wasm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-rust test-e2e test-e2e-release test-faults bench build build-release site watch deps deps-test clean
+.PHONY: run test test-rust test-e2e test-e2e-release test-faults bench bench-peers build build-release site watch deps deps-test clean
 
 ## make run: serve the release build at http://127.0.0.1:3000 on the embedded database.
 run: build-release
@@ -35,6 +35,18 @@ test: deps-test
 ## make bench: throughput and latency figures (release build). BENCH_ARGS=--quick for a short run.
 bench: build-release
 	./target/release/herald bench $(BENCH_ARGS)
+
+## make bench-peers: graphile-worker and Herald's throughput runs alternated on the same
+## PostgreSQL cluster, three rounds; prints each ratio with its spread. BENCH_ARGS=--events 20000 for a short run.
+PEER_BENCH ?= ../shared/peers/graphile-bench.mjs
+GRAPHILE_WORKER_VERSION := 0.17.3
+bench-peers: build-release
+	@[ -f "$(PEER_BENCH)" ] || { echo "no peer bench at $(PEER_BENCH): set PEER_BENCH=path/to/graphile-bench.mjs"; exit 1; }
+	@command -v node >/dev/null || { echo "the peer needs Node.js: apt-get install nodejs npm"; exit 1; }
+	@mkdir -p target/peers && cp "$(PEER_BENCH)" target/peers/graphile-bench.mjs
+	@[ -d target/peers/node_modules/graphile-worker ] || (cd target/peers && echo '{"private":true,"type":"module"}' > package.json \
+		&& npm install --no-audit --no-fund graphile-worker@$(GRAPHILE_WORKER_VERSION))
+	./target/release/herald bench --scenarios peers --peer-graphile target/peers/graphile-bench.mjs $(BENCH_ARGS)
 
 ## make test-faults: the fault-injection suite alone (Herald killed and restarted under load).
 test-faults:

@@ -21,6 +21,7 @@ use tokio::io::AsyncBufReadExt;
 
 mod flow;
 mod history;
+mod peers;
 mod soak;
 
 #[derive(Debug, Clone, Args)]
@@ -39,9 +40,17 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Scenarios to run, comma-separated: throughput, latency, sync, backlog, and
-    /// (not by default, they take long) history, soak, rate-limit and ordering.
+    /// (not by default, they take long) history, soak, rate-limit, ordering and
+    /// peers (needs --peer-graphile).
     #[arg(long, value_delimiter = ',', default_value = "throughput,latency,sync,backlog")]
     pub scenarios: Vec<String>,
+    /// The peer bench (graphile-bench.mjs, with graphile-worker installed next to
+    /// it) for the `peers` scenario; `make bench-peers` sets it up.
+    #[arg(long)]
+    pub peer_graphile: Option<PathBuf>,
+    /// Rounds of the `peers` scenario (peer, then Herald, each round).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Events per throughput run.
     #[arg(long, default_value_t = 100_000)]
     pub events: usize,
@@ -243,6 +252,14 @@ struct Target {
 }
 
 impl Target {
+    /// The socket folder of the bench's own embedded PostgreSQL, if it has one.
+    fn socket_dir(&self) -> Option<PathBuf> {
+        if std::env::var_os("DATABASE_URL").is_some() {
+            return None;
+        }
+        self.data_dir.as_ref().map(|d| d.join("run"))
+    }
+
     async fn spawn() -> Result<Target> {
         let dir = std::env::temp_dir().join(format!("herald-bench-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
@@ -482,6 +499,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     run_id += 1;
                     soak::run(&target, &sink, &sink_url, run_id, rate.max(1), args.soak_seconds).await?;
                 }
+                "peers" => {
+                    all.extend(peers::run(&target, &sink, &sink_url, &mut run_id, &args).await?);
+                }
                 "rate-limit" => {
                     run_id += 1;
                     println!("{}", flow::rate_limit(&target, run_id, args.rate_limit_events, args.rate_limit).await?);
@@ -491,7 +511,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     println!("{}", flow::ordering(&target, run_id, args.ordering_events, args.ordering_keys).await?);
                 }
                 other => bail!(
-                    "unknown scenario '{other}': use throughput, latency, sync, backlog, history, soak, rate-limit or ordering"
+                    "unknown scenario '{other}': use throughput, latency, sync, backlog, history, soak, rate-limit, ordering or peers"
                 ),
             }
         }
