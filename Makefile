@@ -29,7 +29,11 @@ run: build-release
 test: deps-test
 	scripts/with-postgres.sh cargo test --features ssr
 	scripts/with-postgres.sh cargo test --features ssr --test faults -- --ignored --nocapture
-	$(MAKE) --no-print-directory build
+	@# The server binary `cargo test` built for the integration tests serves the
+	@# browser tests: `cargo build` would compile it again without the
+	@# dev-dependencies' features (about 2 minutes on a fresh machine).
+	$(MAKE) --no-print-directory site
+	./target/debug/herald site $(SITE)
 	scripts/with-postgres.sh scripts/e2e.sh
 
 ## make bench: throughput and latency figures (release build). BENCH_ARGS=--quick for a short run.

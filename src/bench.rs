@@ -19,6 +19,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use tokio::io::AsyncBufReadExt;
 
+mod capacity;
 mod flow;
 mod history;
 mod peers;
@@ -41,14 +42,16 @@ pub struct BenchArgs {
     pub quick: bool,
     /// Scenarios to run, comma-separated: throughput, latency, sync, backlog, and
     /// (not by default, they take long) history, soak, rate-limit, ordering and
-    /// peers (needs --peer-graphile).
+    /// peers (needs --peer-graphile) and capacity (the sustainable rate R, then
+    /// latency at R/2).
     #[arg(long, value_delimiter = ',', default_value = "throughput,latency,sync,backlog")]
     pub scenarios: Vec<String>,
     /// The peer bench (graphile-bench.mjs, with graphile-worker installed next to
     /// it) for the `peers` scenario; `make bench-peers` sets it up.
     #[arg(long)]
     pub peer_graphile: Option<PathBuf>,
-    /// Rounds of the `peers` scenario (peer, then Herald, each round).
+    /// Rounds of the `peers` scenario (peer, then Herald, each round) and runs at
+    /// R/2 of the `capacity` scenario.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Events per throughput run.
@@ -499,6 +502,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     run_id += 1;
                     soak::run(&target, &sink, &sink_url, run_id, rate.max(1), args.soak_seconds).await?;
                 }
+                "capacity" => {
+                    all.extend(capacity::run(&target, &sink, &sink_url, &mut run_id, args.seconds, args.rounds).await?);
+                }
                 "peers" => {
                     all.extend(peers::run(&target, &sink, &sink_url, &mut run_id, &args).await?);
                 }
@@ -511,7 +517,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     println!("{}", flow::ordering(&target, run_id, args.ordering_events, args.ordering_keys).await?);
                 }
                 other => bail!(
-                    "unknown scenario '{other}': use throughput, latency, sync, backlog, history, soak, rate-limit, ordering or peers"
+                    "unknown scenario '{other}': use throughput, latency, sync, backlog, history, soak, rate-limit, ordering, peers or capacity"
                 ),
             }
         }
