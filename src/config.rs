@@ -127,6 +127,11 @@ pub struct Config {
     #[arg(long = "log", env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info,sqlx=warn", global = true)]
     pub log: String,
 
+    /// HTTP connections served at once. A connection past it gets 503 with
+    /// Retry-After and is closed, so an overload cannot take Herald's memory.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", value_name = "HERALD_MAX_CONNECTIONS", default_value_t = 2048,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub max_connections: u32,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "HERALD_MAX_BODY_BYTES", value_name = "HERALD_MAX_BODY_BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024), global = true)]

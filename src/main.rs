@@ -187,12 +187,13 @@ async fn serve(config: &Config, engine: Engine) -> Result<()> {
         secure_cookies: config.secure_cookies,
         metrics_token: config.metrics_token.clone(),
     };
-    let listener = tokio::net::TcpListener::bind(config.addr)
+    let tcp = tokio::net::TcpListener::bind(config.addr)
         .await
-        .with_context(|| format!("cannot listen on HERALD_ADDR {}", config.addr))?
+        .with_context(|| format!("cannot listen on HERALD_ADDR {}", config.addr))?;
+    let listener = server::LimitedListener::new(tcp, config.max_connections as usize)
         // Replies go out at once rather than wait on Nagle's algorithm.
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
+        .tap_io(|conn| {
+            let _ = conn.get_ref().set_nodelay(true);
         });
     tracing::info!(addr = %config.addr, node = %engine.node_id(), "Herald is serving on http://{}", config.addr);
     let shutdown = engine.shutdown_token();

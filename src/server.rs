@@ -205,3 +205,112 @@ async fn same_origin_only(req: Request<axum::body::Body>, next: axum::middleware
         (StatusCode::FORBIDDEN, axum::Json(serde_json::json!({"error": msg}))).into_response()
     }
 }
+
+/// A listener that serves at most `max` connections at once. A connection past
+/// the limit is answered `503` with `Retry-After: 1` and closed at once, so the
+/// client knows to come back, and costs no memory after that. Each served
+/// connection costs buffers and a task; an open-loop load past capacity opened
+/// 20,000 of them, which took Herald to 412 MB.
+pub struct LimitedListener<L> {
+    inner: L,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl<L> LimitedListener<L> {
+    pub fn new(inner: L, max: usize) -> Self {
+        Self { inner, permits: Arc::new(tokio::sync::Semaphore::new(max.max(1))) }
+    }
+}
+
+impl<L: axum::serve::Listener> axum::serve::Listener for LimitedListener<L> {
+    type Io = Limited<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (io, addr) = self.inner.accept().await;
+            match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => return (Limited { io, _permit: permit }, addr),
+                Err(_) => {
+                    metrics::counter!("herald_connections_refused_total").increment(1);
+                    tokio::spawn(refuse(io));
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection holding its place under [`LimitedListener`]'s limit until dropped.
+pub struct Limited<T> {
+    io: T,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<T> Limited<T> {
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Limited<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Limited<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Answers a connection past the limit: reads what the client sent first (closing
+/// with unread data would reset the connection before it reads the answer), then
+/// writes a 503 and closes.
+async fn refuse<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut io: T) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: &str = r#"{"error":"Herald is serving as many connections as it may (HERALD_MAX_CONNECTIONS); try again shortly"}"#;
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(500), io.read(&mut buf)).await;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        io.write_all(answer.as_bytes()).await?;
+        io.shutdown().await
+    })
+    .await;
+}

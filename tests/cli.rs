@@ -191,3 +191,67 @@ async fn migrate_then_api_key_create_works_before_the_first_start(pool: PgPool) 
     // The first start then makes no second key: the project already has one.
     assert_eq!(engine.bootstrap().await.unwrap(), None);
 }
+
+/// Sends a keep-alive `GET /healthz` on `conn` and waits up to `wait` for the
+/// status line; None if no answer came in time.
+async fn healthz(conn: &mut tokio::net::TcpStream, wait: std::time::Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n").await.ok()?;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(wait, conn.read(&mut buf)).await.ok()?.ok()?;
+    String::from_utf8_lossy(&buf[..n]).lines().next().map(str::to_string)
+}
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn connections_past_the_limit_get_503_until_one_closes(pool: PgPool) {
+    use std::time::Duration;
+    let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&pool).await.unwrap();
+    let socket = std::env::var("HERALD_TEST_PG_DIR").expect("run under scripts/with-postgres.sh");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let data = std::env::temp_dir().join(format!("herald-cli-{}", Uuid::new_v4()));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .env("DATABASE_URL", format!("postgres:///{db}?host={socket}&user=postgres"))
+        .env("HERALD_DATA_DIR", &data)
+        .env("HERALD_ADDR", format!("127.0.0.1:{port}"))
+        .env("HERALD_MAX_CONNECTIONS", "2")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let connect = || tokio::net::TcpStream::connect(addr.clone());
+    let mut first = loop {
+        if let Ok(mut c) = connect().await {
+            if healthz(&mut c, Duration::from_secs(5)).await.is_some() {
+                break c;
+            }
+        }
+        assert!(child.try_wait().unwrap().is_none(), "Herald exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut second = connect().await.unwrap();
+    assert_eq!(healthz(&mut second, Duration::from_secs(5)).await.as_deref(), Some("HTTP/1.1 200 OK"));
+    assert_eq!(healthz(&mut first, Duration::from_secs(5)).await.as_deref(), Some("HTTP/1.1 200 OK"), "kept alive");
+    // A third connection is answered 503 at once while two are open.
+    let mut third = connect().await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(healthz(&mut third, Duration::from_secs(5)).await.as_deref(), Some("HTTP/1.1 503 Service Unavailable"));
+    assert!(started.elapsed() < Duration::from_secs(2), "refused at once, took {:?}", started.elapsed());
+    drop(first);
+    // Once one closes, a new connection is served.
+    let mut fourth = loop {
+        let mut c = connect().await.unwrap();
+        match healthz(&mut c, Duration::from_secs(5)).await.as_deref() {
+            Some("HTTP/1.1 200 OK") => break c,
+            other => {
+                assert!(started.elapsed() < Duration::from_secs(10), "never served again: {other:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(healthz(&mut second, Duration::from_secs(5)).await.as_deref(), Some("HTTP/1.1 200 OK"));
+    assert_eq!(healthz(&mut fourth, Duration::from_secs(5)).await.as_deref(), Some("HTTP/1.1 200 OK"));
+    child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+}

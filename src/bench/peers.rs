@@ -28,8 +28,15 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run_id: &mut u6
     let conn = format!("postgres://postgres@localhost/graphile_peer?host={}", socket.display());
     let mut rounds = Vec::new();
     let mut all = Vec::new();
+    let peer_db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(sqlx::postgres::PgConnectOptions::new().socket(&socket).username("postgres").database("graphile_peer"))
+        .await?;
     for round in 1..=args.rounds.max(1) {
         let peer = graphile(script, &conn, args.events, args.clients).await?;
+        // Each system's clean-up after its run (vacuum of the rows it deleted or
+        // updated, a checkpoint) is done before the other runs, not during it.
+        settle(&peer_db, db).await?;
         println!("{}", json!({"scenario": "peer-graphile", "round": round, "events": args.events, "delivered_per_s": peer}));
         let mut herald = [0.0; 2];
         for (i, batch) in [false, true].into_iter().enumerate() {
@@ -39,6 +46,7 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run_id: &mut u6
             herald[i] = f.delivered_per_s.unwrap_or(0.0);
             all.push(f);
         }
+        settle(db, db).await?;
         rounds.push(Round { peer, single: herald[0], batch: herald[1] });
     }
     println!();
@@ -99,4 +107,11 @@ async fn graphile(script: &Path, conn: &str, events: usize, concurrency: usize) 
     let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).context("the peer printed no JSON line")?;
     let v: Value = serde_json::from_str(line).with_context(|| format!("the peer's line is not JSON: {line}"))?;
     v["delivered_per_s"].as_f64().with_context(|| format!("no delivered_per_s in the peer's line: {line}"))
+}
+
+/// VACUUM ANALYZE of a database, then a CHECKPOINT of the cluster.
+async fn settle(database: &sqlx::PgPool, cluster: &sqlx::PgPool) -> Result<()> {
+    sqlx::raw_sql("VACUUM ANALYZE").execute(database).await?;
+    sqlx::raw_sql("CHECKPOINT").execute(cluster).await?;
+    Ok(())
 }
