@@ -37,10 +37,6 @@ pub async fn live(State(state): State<AppState>, session: tower_sessions::Sessio
     });
     use futures_util::StreamExt;
     // Shutdown ends the stream: graceful shutdown waits for open connections.
-    let stopping = engine_stopping(&state);
+    let stopping = state.engine.shutdown_token().cancelled_owned();
     Sse::new(first.chain(changes).take_until(stopping)).keep_alive(KeepAlive::default()).into_response()
-}
-
-fn engine_stopping(state: &AppState) -> impl std::future::Future<Output = ()> + Send + 'static {
-    state.engine.shutdown_token().cancelled_owned()
 }
