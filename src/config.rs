@@ -132,6 +132,14 @@ pub struct Config {
     #[arg(long, env = "HERALD_MAX_CONNECTIONS", value_name = "HERALD_MAX_CONNECTIONS", default_value_t = 2048,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
     pub max_connections: u32,
+
+    /// How long a connection may wait for a request's headers, in milliseconds:
+    /// an idle keep-alive connection, or one sending its headers too slowly, is
+    /// closed after it and frees its place under HERALD_MAX_CONNECTIONS. A request
+    /// being served, and a stream of live updates, are never cut by it.
+    #[arg(long, env = "HERALD_IDLE_TIMEOUT_MS", value_name = "HERALD_IDLE_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000), global = true)]
+    pub idle_timeout_ms: u64,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "HERALD_MAX_BODY_BYTES", value_name = "HERALD_MAX_BODY_BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024), global = true)]

@@ -200,18 +200,18 @@ async fn serve(config: &Config, engine: Engine) -> Result<()> {
     // Synchronous events may legitimately wait for the whole sync deadline.
     let request_timeout = config.sync_timeout() + std::time::Duration::from_secs(10);
     let app = server::router(state, request_timeout).await?;
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            shutdown.cancel();
-        })
-        .await;
+    let idle_timeout = std::time::Duration::from_millis(config.idle_timeout_ms);
+    server::serve(listener, app, idle_timeout, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    })
+    .await;
     engine.shutdown().await;
     for w in workers {
         let _ = w.await;
     }
-    served.context("the HTTP server failed")
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -206,6 +206,51 @@ async fn same_origin_only(req: Request<axum::body::Body>, next: axum::middleware
     }
 }
 
+/// Serves `app` on `listener` over HTTP/1.1 until `shutdown` resolves, then stops
+/// accepting and waits for the connections to finish the requests they are serving
+/// (idle ones close at once).
+///
+/// A connection may wait at most `idle_timeout` for each request's headers, from
+/// the moment it opens or its previous answer went out. axum::serve sets no timer,
+/// so an idle keep-alive connection, or one that sends half a request head, held
+/// its place under [`LimitedListener`]'s limit for ever: a client keeping
+/// HERALD_MAX_CONNECTIONS of them open shut everyone else out with 503s. Once the
+/// head is in, the request is never cut by this timeout; the router's own request
+/// timeout applies.
+pub async fn serve<L>(
+    mut listener: L,
+    app: Router,
+    idle_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle_timeout);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, addr) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let router = app.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+            tower::ServiceExt::oneshot(router.clone(), req)
+        });
+        let connection = graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(io), service));
+        tokio::spawn(async move {
+            // A client that goes away, or a head that timed out, is not a server error.
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %addr, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
 /// A listener that serves at most `max` connections at once. A connection past
 /// the limit is answered `503` with `Retry-After: 1` and closed at once, so the
 /// client knows to come back, and costs no memory after that. Each served
@@ -230,7 +275,10 @@ impl<L: axum::serve::Listener> axum::serve::Listener for LimitedListener<L> {
         loop {
             let (io, addr) = self.inner.accept().await;
             match self.permits.clone().try_acquire_owned() {
-                Ok(permit) => return (Limited { io, _permit: permit }, addr),
+                Ok(permit) => {
+                    metrics::gauge!(CONNECTIONS_OPEN).increment(1);
+                    return (Limited { io, _permit: permit }, addr);
+                }
                 Err(_) => {
                     metrics::counter!("herald_connections_refused_total").increment(1);
                     tokio::spawn(refuse(io));
@@ -244,10 +292,19 @@ impl<L: axum::serve::Listener> axum::serve::Listener for LimitedListener<L> {
     }
 }
 
+/// Connections being served (gauge), each holding a place under the limit.
+const CONNECTIONS_OPEN: &str = "herald_connections_open";
+
 /// A connection holding its place under [`LimitedListener`]'s limit until dropped.
 pub struct Limited<T> {
     io: T,
     _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<T> Drop for Limited<T> {
+    fn drop(&mut self) {
+        metrics::gauge!(CONNECTIONS_OPEN).decrement(1);
+    }
 }
 
 impl<T> Limited<T> {

@@ -202,24 +202,30 @@ async fn healthz(conn: &mut tokio::net::TcpStream, wait: std::time::Duration) ->
     String::from_utf8_lossy(&buf[..n]).lines().next().map(str::to_string)
 }
 
-#[sqlx::test(migrator = "herald::store::MIGRATOR")]
-async fn connections_past_the_limit_get_503_until_one_closes(pool: PgPool) {
-    use std::time::Duration;
-    let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&pool).await.unwrap();
+/// Herald as a process on a free loopback port against the test's database, with
+/// `env` on top; killed when dropped. Returns the child, its address and its data folder.
+async fn serve_herald(pool: &PgPool, env: &[(&str, &str)]) -> (tokio::process::Child, String, std::path::PathBuf) {
+    let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await.unwrap();
     let socket = std::env::var("HERALD_TEST_PG_DIR").expect("run under scripts/with-postgres.sh");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let data = std::env::temp_dir().join(format!("herald-cli-{}", Uuid::new_v4()));
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .env("DATABASE_URL", format!("postgres:///{db}?host={socket}&user=postgres"))
         .env("HERALD_DATA_DIR", &data)
         .env("HERALD_ADDR", format!("127.0.0.1:{port}"))
-        .env("HERALD_MAX_CONNECTIONS", "2")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let addr = format!("127.0.0.1:{port}");
+    (child, format!("127.0.0.1:{port}"), data)
+}
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn connections_past_the_limit_get_503_until_one_closes(pool: PgPool) {
+    use std::time::Duration;
+    let (mut child, addr, data) = serve_herald(&pool, &[("HERALD_MAX_CONNECTIONS", "2")]).await;
     let connect = || tokio::net::TcpStream::connect(addr.clone());
     let mut first = loop {
         if let Ok(mut c) = connect().await {
@@ -252,6 +258,63 @@ async fn connections_past_the_limit_get_503_until_one_closes(pool: PgPool) {
     };
     assert_eq!(healthz(&mut second, Duration::from_secs(5)).await.as_deref(), Some("HTTP/1.1 200 OK"));
     assert_eq!(healthz(&mut fourth, Duration::from_secs(5)).await.as_deref(), Some("HTTP/1.1 200 OK"));
+    child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Bytes read until the server closes `conn`, or None if it is still open after `wait`.
+async fn read_until_closed(conn: &mut tokio::net::TcpStream, wait: std::time::Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    tokio::time::timeout(wait, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()?;
+    Some(got)
+}
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn idle_and_slow_header_connections_are_closed_and_free_their_place(pool: PgPool) {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    let (mut child, addr, data) =
+        serve_herald(&pool, &[("HERALD_MAX_CONNECTIONS", "2"), ("HERALD_IDLE_TIMEOUT_MS", "1000")]).await;
+    let connect = || tokio::net::TcpStream::connect(addr.clone());
+    // A keep-alive connection that goes idle after one request...
+    let mut idle = loop {
+        if let Ok(mut c) = connect().await {
+            if healthz(&mut c, Duration::from_secs(5)).await.is_some() {
+                break c;
+            }
+        }
+        assert!(child.try_wait().unwrap().is_none(), "Herald exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // ...and one that sends half a request head and then nothing (slowloris).
+    let mut slow = connect().await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: her").await.unwrap();
+    let opened = Instant::now();
+    assert_eq!(
+        healthz(&mut connect().await.unwrap(), Duration::from_secs(5)).await.as_deref(),
+        Some("HTTP/1.1 503 Service Unavailable"),
+        "both places are taken"
+    );
+    // Herald closes both once they have waited the idle timeout, and not before.
+    assert!(read_until_closed(&mut idle, Duration::from_secs(10)).await.is_some(), "the idle connection was never closed");
+    let slow_got = read_until_closed(&mut slow, Duration::from_secs(10)).await.expect("the slow connection was never closed");
+    let waited = opened.elapsed();
+    assert!(waited >= Duration::from_millis(800), "closed after {waited:?}, before the timeout");
+    assert!(!String::from_utf8_lossy(&slow_got).contains("200 OK"), "the half request was served");
+    // Their places are free again.
+    let mut next = connect().await.unwrap();
+    assert_eq!(healthz(&mut next, Duration::from_secs(5)).await.as_deref(), Some("HTTP/1.1 200 OK"));
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&data);
 }
