@@ -125,10 +125,11 @@ pub struct LogFilter {
 /// The history, newest first, a page at a time. Each shape of filter takes the
 /// index that finds its first page without reading what it skips:
 /// - an event: `event_logs_event`;
-/// - a status, a trigger or a type: for ended logs `event_logs_ended`,
-///   `event_logs_ended_trigger` or `event_logs_ended_type`, one branch per status,
-///   each stopping at the page size; live logs (the backlog, not the history)
-///   through the claim's indexes;
+/// - a status, a trigger or a type: one branch per status, each stopping at the
+///   page size: ended logs through `event_logs_ended`, `event_logs_ended_trigger`
+///   or `event_logs_ended_type`, waiting ones (scheduled, pending) through the
+///   `event_logs_waiting` indexes of the same shapes, and those being delivered
+///   through the lease index (their number is the deliveries in flight);
 /// - otherwise, a time range or nothing: `event_logs_history`.
 pub async fn list_logs(pool: &PgPool, project: &str, f: &LogFilter) -> Result<Vec<EventLog>, sqlx::Error> {
     let mut q = QueryBuilder::<Postgres>::new("");
@@ -171,22 +172,27 @@ pub fn push_list<'a>(q: &mut QueryBuilder<'a, Postgres>, project: &'a str, f: &L
 }
 
 /// The logs of one status that pass the filter, newest first, at most a page.
-/// Statuses are written as literals, so that the planner sees which partial index
-/// holds them.
+/// Statuses are written as literals, and with the group their partial index
+/// names, so that the planner sees which index holds them.
 fn push_branch(q: &mut QueryBuilder<'_, Postgres>, project: &str, status: Status, f: &LogFilter) {
     let columns =
         "l.id, l.event_id, l.trigger_name, l.event_type, l.status, l.attempts, l.created_at, l.next_attempt_at, l.last_error";
     let st = status.as_str();
-    if status.is_final() {
+    let indexed = match status {
+        Status::Processed | Status::Failed | Status::Cancelled => Some("'processed', 'failed', 'cancelled'"),
+        Status::Scheduled | Status::Pending => Some("'scheduled', 'pending'"),
+        Status::Processing => None,
+    };
+    if let Some(group) = indexed {
         q.push(format_args!(
             "(SELECT {columns} FROM event_logs l
-              WHERE l.status IN ('processed', 'failed', 'cancelled') AND l.status = '{st}' AND l.project = "
+              WHERE l.status IN ({group}) AND l.status = '{st}' AND l.project = "
         ))
         .push_bind(project.to_owned());
         push_trigger_and_time(q, f);
     } else {
-        // Live logs are gathered from the claim's partial indexes (event_logs_due or
-        // event_logs_leased, and event_logs_paused), whose size is the backlog; the
+        // Logs being delivered are gathered from the lease index (event_logs_leased,
+        // and event_logs_paused), whose size is the deliveries in flight; the
         // subquery fence (OFFSET 0) keeps the planner from walking the history
         // index instead, which would read every ended log newer than the oldest
         // live one.
@@ -291,18 +297,16 @@ pub async fn ended_counts(
 }
 
 /// Event logs that have not ended (the backlog), per status, created from `since`
-/// on: found through the claim's partial indexes, never the history.
+/// on: found through the project's waiting logs (`event_logs_waiting`) and the
+/// lease index, never the history.
 pub async fn live_counts(pool: &PgPool, project: &str, since: DateTime<Utc>) -> Result<Vec<(String, i64)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT status, count(*) FROM (
              SELECT status FROM event_logs
-             WHERE status IN ('scheduled', 'pending') AND NOT paused AND project = $1 AND created_at >= $2
+             WHERE status IN ('scheduled', 'pending') AND project = $1 AND created_at >= $2
              UNION ALL
              SELECT status FROM event_logs
-             WHERE paused AND status IN ('scheduled', 'pending', 'processing') AND project = $1 AND created_at >= $2
-             UNION ALL
-             SELECT status FROM event_logs
-             WHERE status = 'processing' AND NOT paused AND project = $1 AND created_at >= $2
+             WHERE status = 'processing' AND project = $1 AND created_at >= $2
          ) live GROUP BY status",
     )
     .bind(project)
