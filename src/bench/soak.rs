@@ -1,9 +1,11 @@
 //! The `soak` scenario (SPEC §9): a constant rate for a long time while retention
-//! removes history as fast as it arrives. Before the run it stores, with
-//! retention set to one day, as much history as the run will add, created just
-//! over a day ago (each ended log with one attempt), so that retention removes
-//! it minute by minute during the run. Throughput and p99 must stay flat and the
-//! tables' sizes bounded.
+//! removes history as fast as it arrives. Before the run it stores as much
+//! history as the run will add (each ended log with its event and one attempt,
+//! copies of a real delivery of this run, so that removed rows are the size of
+//! arriving ones), created so that with retention at one day it turns old at the
+//! run's own rate from the moment the run starts: retention removes it minute by
+//! minute, as on a node that has run for longer than its retention. Throughput
+//! and p99 must stay flat and the tables' sizes bounded.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,8 @@ use sqlx::PgPool;
 use super::{open_loop, percentile, Sink, Target};
 
 const CHUNK: i64 = 100_000;
+/// Added to the soak's run id for its warm-up delivery, so the sink tells them apart.
+const WARM_UP_RUN: u64 = 1_000_000;
 
 pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate: u64, seconds: u64) -> Result<()> {
     let Some(db) = &t.db else {
@@ -21,13 +25,24 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate:
         return Ok(());
     };
     let aged = rate * seconds;
-    eprintln!("soak: storing {aged} ended event logs created a day ago, for retention to remove during the run…");
+    // One real delivery, the template of the aged history.
+    let (warm_up, _) = open_loop(t, sink, sink_url, run + WARM_UP_RUN, 50, 1).await?;
+    anyhow::ensure!(!warm_up.latencies_ms.is_empty(), "soak: the warm-up deliveries never arrived");
+    eprintln!("soak: storing {aged} ended event logs, for retention to remove during the run…");
     let load = Instant::now();
     load_aged(db, aged as i64, seconds).await?;
-    sqlx::query("VACUUM ANALYZE event_logs").execute(db).await?;
+    sqlx::query("VACUUM ANALYZE event_logs, events, invocation_logs").execute(db).await?;
     let before_days = crate::store::retention::retention_days(db, "default").await?.unwrap_or(30);
     crate::store::retention::set_retention_days(db, "default", 1).await?;
-    eprintln!("soak: stored in {:.0} s; {rate} events/s for {seconds} s…", load.elapsed().as_secs_f64());
+    let old_at_start: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM event_logs WHERE trigger_name = 'bench-soak-aged' AND created_at < now() - interval '1 day'",
+    )
+    .fetch_one(db)
+    .await?;
+    eprintln!(
+        "soak: stored in {:.0} s ({old_at_start} already past retention); {rate} events/s for {seconds} s…",
+        load.elapsed().as_secs_f64()
+    );
 
     let sizes_at_start = sizes(db).await?;
     println!("{}", json!({"scenario": "soak", "at": "start", "sizes_mb": sizes_at_start}));
@@ -114,21 +129,33 @@ async fn sizes(db: &PgPool) -> Result<serde_json::Value> {
     Ok(v.into())
 }
 
-/// `n` processed event logs, each with its event and one attempt, created evenly
-/// over the `seconds` before a day ago: retention (one day) removes them over
-/// the next `seconds`.
+/// `n` processed event logs, each with its event and one attempt copied from the
+/// newest real ones, created evenly over `seconds`, so that they pass a one-day
+/// retention at `n / seconds` a second from when the load ends. How long the load
+/// takes is estimated from its first chunk: the rows of that chunk are dated with a
+/// rough guess, the rest with the estimate.
 async fn load_aged(db: &PgPool, n: i64, seconds: u64) -> Result<()> {
+    let started = Instant::now();
     let mut done = 0i64;
+    let mut load_s = n as f64 / 50_000.0;
     while done < n {
         let size = CHUNK.min(n - done);
+        let chunk = Instant::now();
+        let ends_in = (load_s - started.elapsed().as_secs_f64()).max(0.0);
         sqlx::query(
-            "WITH g AS (
+            "WITH tpl AS (
+                 SELECT e.data, i.request_headers, i.request_body, i.response_headers, i.response_body, i.duration_ms
+                 FROM invocation_logs i JOIN event_logs l ON l.id = i.event_log_id JOIN events e ON e.id = l.event_id
+                 WHERE l.trigger_name <> 'bench-soak-aged'
+                 ORDER BY i.event_log_id DESC LIMIT 1
+             ), g AS (
                  SELECT i, at, herald_uuid_at(at) AS event_id, herald_uuid_at(at) AS log_id
-                 FROM (SELECT i, now() - interval '1 day' - make_interval(secs => $4 * (1.0 - i::float8 / $3)) AS at
+                 FROM (SELECT i, now() + make_interval(secs => $5) - interval '1 day'
+                                 + make_interval(secs => $4 * i::float8 / $3) AS at
                        FROM generate_series($1::bigint, $1::bigint + $2 - 1) i) r
              ), e AS (
                  INSERT INTO events (id, project, type, data, deliver_at, created_at)
-                 SELECT event_id, 'default', 'bench.soak.aged', jsonb_build_object('seq', i), at, at FROM g
+                 SELECT event_id, 'default', 'bench.soak.aged', tpl.data, at, at FROM g, tpl
              ), l AS (
                  INSERT INTO event_logs (id, event_id, project, trigger_name, event_type, status, attempts,
                                          next_attempt_at, created_at, updated_at)
@@ -136,10 +163,10 @@ async fn load_aged(db: &PgPool, n: i64, seconds: u64) -> Result<()> {
                  FROM g
              ), inv AS (
                  INSERT INTO invocation_logs (id, event_log_id, attempt, started_at, duration_ms, status_code,
-                                              request_headers, request_body, response_body)
-                 SELECT herald_uuid_at(at), log_id, 1, at, 3, 200, '{\"content-type\": \"application/json\"}',
-                        jsonb_build_object('seq', i)::text, '{\"ok\":true}'
-                 FROM g
+                                              request_headers, request_body, response_headers, response_body)
+                 SELECT herald_uuid_at(at), log_id, 1, at, tpl.duration_ms, 200, tpl.request_headers,
+                        tpl.request_body, tpl.response_headers, tpl.response_body
+                 FROM g, tpl
              )
              INSERT INTO event_log_counts (project, span, bucket, status, n)
              SELECT 'default', s.span, s.bucket, 'processed', count(*)
@@ -153,8 +180,13 @@ async fn load_aged(db: &PgPool, n: i64, seconds: u64) -> Result<()> {
         .bind(size)
         .bind(n as f64)
         .bind(seconds as f64)
+        .bind(ends_in)
         .execute(db)
         .await?;
+        if done == 0 {
+            // The rest at the first chunk's pace, plus the VACUUM after it (about as long again as a tenth).
+            load_s = chunk.elapsed().as_secs_f64() * n as f64 / size as f64 * 1.1;
+        }
         done += size;
     }
     Ok(())
