@@ -127,9 +127,10 @@ pub struct LogFilter {
 /// - an event: `event_logs_event`;
 /// - a status, a trigger or a type: one branch per status, each stopping at the
 ///   page size: ended logs through `event_logs_ended`, `event_logs_ended_trigger`
-///   or `event_logs_ended_type`, waiting ones (scheduled, pending) through the
-///   `event_logs_waiting` indexes of the same shapes, and those being delivered
-///   through the lease index (their number is the deliveries in flight);
+///   or `event_logs_ended_type`; those that wait long (scheduled, retrying, set
+///   aside) through the `event_logs_waiting` indexes of the same shapes; fresh
+///   pending ones and those being delivered through the claim's indexes (their
+///   number is what the claims drain at delivery speed, and what is in flight);
 /// - otherwise, a time range or nothing: `event_logs_history`.
 pub async fn list_logs(pool: &PgPool, project: &str, f: &LogFilter) -> Result<Vec<EventLog>, sqlx::Error> {
     let mut q = QueryBuilder::<Postgres>::new("");
@@ -178,31 +179,55 @@ fn push_branch(q: &mut QueryBuilder<'_, Postgres>, project: &str, status: Status
     let columns =
         "l.id, l.event_id, l.trigger_name, l.event_type, l.status, l.attempts, l.created_at, l.next_attempt_at, l.last_error";
     let st = status.as_str();
-    let indexed = match status {
-        Status::Processed | Status::Failed | Status::Cancelled => Some("'processed', 'failed', 'cancelled'"),
-        Status::Scheduled | Status::Pending => Some("'scheduled', 'pending'"),
-        Status::Processing => None,
-    };
-    if let Some(group) = indexed {
-        q.push(format_args!(
-            "(SELECT {columns} FROM event_logs l
-              WHERE l.status IN ({group}) AND l.status = '{st}' AND l.project = "
-        ))
-        .push_bind(project.to_owned());
-        push_trigger_and_time(q, f);
-    } else {
-        // Logs being delivered are gathered from the lease index (event_logs_leased,
-        // and event_logs_paused), whose size is the deliveries in flight; the
-        // subquery fence (OFFSET 0) keeps the planner from walking the history
-        // index instead, which would read every ended log newer than the oldest
-        // live one.
-        q.push(format_args!("(SELECT {columns} FROM (SELECT {columns} FROM event_logs l WHERE l.status = '{st}' AND NOT l.paused AND l.project = "))
+    match status {
+        Status::Processed | Status::Failed | Status::Cancelled | Status::Scheduled => {
+            let group = if status.is_final() { "'processed', 'failed', 'cancelled'" } else { "'scheduled'" };
+            q.push(format_args!(
+                "(SELECT {columns} FROM event_logs l
+                  WHERE l.status IN ({group}) AND l.status = '{st}' AND l.project = "
+            ))
             .push_bind(project.to_owned());
-        push_trigger_and_time(q, f);
-        q.push(format_args!(" UNION ALL SELECT {columns} FROM event_logs l WHERE l.paused AND l.status = '{st}' AND l.project = "))
+            push_trigger_and_time(q, f);
+        }
+        Status::Pending => {
+            // Pending logs that wait long (retries, logs set aside, logs due later
+            // than they were stored) are in the event_logs_waiting indexes; fresh
+            // ones, which the claims drain at delivery speed, only in the claim's
+            // index (event_logs_due). They were due when stored, so they are among
+            // the logs due now (`<= now()` bounds the index scan, leaving out
+            // everything scheduled for later); the fence (OFFSET 0) keeps the
+            // planner off the history index, as below.
+            q.push(format_args!(
+                "(SELECT {columns} FROM ((SELECT {columns} FROM event_logs l
+                  WHERE l.status = 'pending' AND (l.attempts > 0 OR l.paused OR l.next_attempt_at > l.created_at)
+                    AND l.project = "
+            ))
             .push_bind(project.to_owned());
-        push_trigger_and_time(q, f);
-        q.push(" OFFSET 0) l");
+            push_trigger_and_time(q, f);
+            q.push(" ORDER BY l.created_at DESC, l.id DESC LIMIT ").push_bind(f.limit);
+            q.push(format_args!(
+                ") UNION ALL SELECT {columns} FROM (SELECT {columns} FROM event_logs l
+                  WHERE l.status = 'pending' AND l.attempts = 0 AND NOT l.paused AND l.next_attempt_at <= l.created_at
+                    AND l.next_attempt_at <= now() AND l.project = "
+            ))
+            .push_bind(project.to_owned());
+            push_trigger_and_time(q, f);
+            q.push(" OFFSET 0) l) l");
+        }
+        Status::Processing => {
+            // Logs being delivered are gathered from the lease index (event_logs_leased,
+            // and event_logs_paused), whose size is the deliveries in flight; the
+            // subquery fence (OFFSET 0) keeps the planner from walking the history
+            // index instead, which would read every ended log newer than the oldest
+            // live one.
+            q.push(format_args!("(SELECT {columns} FROM (SELECT {columns} FROM event_logs l WHERE l.status = '{st}' AND NOT l.paused AND l.project = "))
+                .push_bind(project.to_owned());
+            push_trigger_and_time(q, f);
+            q.push(format_args!(" UNION ALL SELECT {columns} FROM event_logs l WHERE l.paused AND l.status = '{st}' AND l.project = "))
+                .push_bind(project.to_owned());
+            push_trigger_and_time(q, f);
+            q.push(" OFFSET 0) l");
+        }
     }
     q.push(" ORDER BY l.created_at DESC, l.id DESC LIMIT ").push_bind(f.limit).push(")");
 }
@@ -297,16 +322,18 @@ pub async fn ended_counts(
 }
 
 /// Event logs that have not ended (the backlog), per status, created from `since`
-/// on: found through the project's waiting logs (`event_logs_waiting`) and the
-/// lease index, never the history.
+/// on: found through the claim's partial indexes, never the history.
 pub async fn live_counts(pool: &PgPool, project: &str, since: DateTime<Utc>) -> Result<Vec<(String, i64)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT status, count(*) FROM (
              SELECT status FROM event_logs
-             WHERE status IN ('scheduled', 'pending') AND project = $1 AND created_at >= $2
+             WHERE status IN ('scheduled', 'pending') AND NOT paused AND project = $1 AND created_at >= $2
              UNION ALL
              SELECT status FROM event_logs
-             WHERE status = 'processing' AND project = $1 AND created_at >= $2
+             WHERE paused AND status IN ('scheduled', 'pending', 'processing') AND project = $1 AND created_at >= $2
+             UNION ALL
+             SELECT status FROM event_logs
+             WHERE status = 'processing' AND NOT paused AND project = $1 AND created_at >= $2
          ) live GROUP BY status",
     )
     .bind(project)
