@@ -222,20 +222,25 @@ async fn serve_herald(pool: &PgPool, env: &[(&str, &str)]) -> (tokio::process::C
     (child, format!("127.0.0.1:{port}"), data)
 }
 
+/// The first connection to `addr` that answers a `GET /healthz`, once Herald is up.
+async fn first_answered(child: &mut tokio::process::Child, addr: &str) -> tokio::net::TcpStream {
+    loop {
+        if let Ok(mut c) = tokio::net::TcpStream::connect(addr).await {
+            if healthz(&mut c, std::time::Duration::from_secs(5)).await.is_some() {
+                return c;
+            }
+        }
+        assert!(child.try_wait().unwrap().is_none(), "Herald exited");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 #[sqlx::test(migrator = "herald::store::MIGRATOR")]
 async fn connections_past_the_limit_get_503_until_one_closes(pool: PgPool) {
     use std::time::Duration;
     let (mut child, addr, data) = serve_herald(&pool, &[("HERALD_MAX_CONNECTIONS", "2")]).await;
     let connect = || tokio::net::TcpStream::connect(addr.clone());
-    let mut first = loop {
-        if let Ok(mut c) = connect().await {
-            if healthz(&mut c, Duration::from_secs(5)).await.is_some() {
-                break c;
-            }
-        }
-        assert!(child.try_wait().unwrap().is_none(), "Herald exited");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut first = first_answered(&mut child, &addr).await;
     let mut second = connect().await.unwrap();
     assert_eq!(healthz(&mut second, Duration::from_secs(5)).await.as_deref(), Some("HTTP/1.1 200 OK"));
     assert_eq!(healthz(&mut first, Duration::from_secs(5)).await.as_deref(), Some("HTTP/1.1 200 OK"), "kept alive");
@@ -288,15 +293,7 @@ async fn idle_and_slow_header_connections_are_closed_and_free_their_place(pool: 
         serve_herald(&pool, &[("HERALD_MAX_CONNECTIONS", "2"), ("HERALD_IDLE_TIMEOUT_MS", "1000")]).await;
     let connect = || tokio::net::TcpStream::connect(addr.clone());
     // A keep-alive connection that goes idle after one request...
-    let mut idle = loop {
-        if let Ok(mut c) = connect().await {
-            if healthz(&mut c, Duration::from_secs(5)).await.is_some() {
-                break c;
-            }
-        }
-        assert!(child.try_wait().unwrap().is_none(), "Herald exited");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut idle = first_answered(&mut child, &addr).await;
     // ...and one that sends half a request head and then nothing (slowloris).
     let mut slow = connect().await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: her").await.unwrap();
