@@ -355,7 +355,7 @@ impl Target {
 }
 
 /// (CPU seconds, RSS in MB) of a process, from /proc.
-fn usage(pid: u32) -> Option<(f64, f64)> {
+pub(super) fn usage(pid: u32) -> Option<(f64, f64)> {
     {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();

@@ -46,18 +46,31 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate:
 
     let sizes_at_start = sizes(db).await?;
     println!("{}", json!({"scenario": "soak", "at": "start", "sizes_mb": sizes_at_start}));
+    // Each minute: the sizes, the aged logs left, and Herald's RSS (sampled every
+    // second: its peak in the minute and where it ended), so growth shows as it happens.
     let sampler = {
-        let db = db.clone();
+        let (db, pid) = (db.clone(), t.pid);
         tokio::spawn(async move {
             let start = Instant::now();
             loop {
-                tokio::time::sleep(Duration::from_secs(60)).await;
+                let mut peak_rss = 0f64;
+                for _ in 0..60 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if let Some((_, rss)) = pid.and_then(super::usage) {
+                        peak_rss = peak_rss.max(rss);
+                    }
+                }
+                let rss = pid.and_then(super::usage).map(|(_, rss)| rss.round());
                 if let Ok(s) = sizes(&db).await {
                     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM event_logs WHERE trigger_name = 'bench-soak-aged'")
                         .fetch_one(&db)
                         .await
                         .unwrap_or(-1);
-                    println!("{}", json!({"scenario": "soak", "at_s": start.elapsed().as_secs(), "sizes_mb": s, "aged_left": left}));
+                    println!(
+                        "{}",
+                        json!({"scenario": "soak", "at_s": start.elapsed().as_secs(), "sizes_mb": s, "aged_left": left,
+                               "rss_mb": rss, "peak_rss_mb": pid.map(|_| peak_rss.round())})
+                    );
                 }
             }
         })
