@@ -45,6 +45,7 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate:
     );
 
     let sizes_at_start = sizes(db).await?;
+    let indexes_at_start = index_sizes(db).await?;
     println!("{}", json!({"scenario": "soak", "at": "start", "sizes_mb": sizes_at_start}));
     // Each minute: the sizes, the aged logs left, and Herald's RSS (sampled every
     // second: its peak in the minute and where it ended), so growth shows as it happens.
@@ -122,6 +123,7 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate:
         );
     }
     println!("soak: sizes at start {sizes_at_start}, at end {sizes_at_end}");
+    println!("soak: event_logs' indexes (MB) at start {indexes_at_start}, at end {}", index_sizes(db).await?);
     f.scenario = format!("soak-{rate}/s");
     super::report(&f);
     Ok(())
@@ -140,6 +142,17 @@ async fn sizes(db: &PgPool) -> Result<serde_json::Value> {
         v.insert(name, json!({"table": table / 1_000_000, "indexes": indexes / 1_000_000}));
     }
     Ok(v.into())
+}
+
+/// Each index of `event_logs` with its size (MB), to tell which of them grows.
+async fn index_sizes(db: &PgPool) -> Result<serde_json::Value> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) FROM pg_index
+         WHERE indrelid = 'event_logs'::regclass ORDER BY 1",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|(name, size)| (name, json!(size / 1_000_000))).collect::<serde_json::Map<_, _>>().into())
 }
 
 /// `n` processed event logs, each with its event and one attempt copied from the

@@ -142,6 +142,14 @@ pub async fn enqueue_leasing(
     let idem: Vec<Option<&str>> = events.iter().map(|e| e.idempotency_key.as_deref()).collect();
     let ordering: Vec<Option<&str>> = events.iter().map(|e| e.ordering_key.as_deref()).collect();
 
+    // Without keys no row can conflict (the unique index holds keyed rows only),
+    // and a plain INSERT spares each event ON CONFLICT's speculative insertion:
+    // its extra WAL record and second pass over the index.
+    let on_conflict = if keys.is_empty() {
+        ""
+    } else {
+        "ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+    };
     let inserted: Vec<InsertedRow> = sqlx::query_as(&format!(
         "WITH input AS (
              SELECT * FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::bool[], $7::text[],
@@ -150,7 +158,7 @@ pub async fn enqueue_leasing(
          ), ins AS (
              INSERT INTO events (id, project, type, data, deliver_at, synchronous, idempotency_key, ordering_key)
              SELECT id, $1, type, data, deliver_at, synchronous, idempotency_key, ordering_key FROM input
-             ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             {on_conflict}
              RETURNING id, type, data, deliver_at, created_at, ordering_key
          ), matched AS (
              SELECT ins.id, ins.type, ins.deliver_at, ins.ordering_key, t.name, t.id AS trigger_id, t.timeout_ms, t.url,
