@@ -676,7 +676,7 @@ async fn latency(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate: u64, s
 }
 
 /// When each event of an open-loop run was sent and when it arrived.
-struct Timeline {
+pub(super) struct Timeline {
     start: Instant,
     /// Per event: nanoseconds from `start` to its send, u64::MAX if never sent.
     sent_ns: Vec<u64>,

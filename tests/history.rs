@@ -603,3 +603,46 @@ async fn a_filtered_list_reads_a_page_not_the_backlog(pool: PgPool) {
         assert!(buffers < 300 + 6 * f.limit, "{f:?} touched {buffers} buffers for a page of {}", f.limit);
     }
 }
+
+/// Leaf density of an index, in percent (pgstattuple, which PostgreSQL ships).
+async fn leaf_density(pool: &PgPool, index: &str) -> (f64, i64) {
+    sqlx::query_as("SELECT avg_leaf_density, leaf_pages FROM pgstatindex($1)")
+        .bind(index)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("pgstatindex({index}): {e}"))
+}
+
+/// The list indexes stay dense as the history grows through the real path (events
+/// queued over HTTP one call after another, delivered to a receiver, as a steady
+/// stream is). New logs carry the newest times: indexes that put them at the front
+/// of each group split into half-empty pages for good (about 50 % leaf density,
+/// twice the pages and splits), where ascending ones fill their pages.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn list_indexes_stay_dense_as_the_history_grows(pool: PgPool) {
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+        .execute(&pool)
+        .await
+        .expect("the pgstattuple extension (PostgreSQL's contrib) measures index density");
+    let h = Herald::start(pool.clone()).await;
+    let rx = Receiver::start().await;
+    rx.always(Reply::status(200));
+    h.trigger("dense", "dense.t", &rx.url("/hook"), json!({})).await;
+    const EVENTS: i64 = 3000;
+    for n in 0..EVENTS {
+        let (status, body) = h.queue(json!({"type": "dense.t", "data": {"n": n}})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    wait_for(Duration::from_secs(120), || async {
+        let ended: i64 = sqlx::query_scalar("SELECT count(*) FROM event_logs WHERE status = 'processed'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (ended == EVENTS).then_some(())
+    })
+    .await;
+    for index in ["event_logs_history", "event_logs_ended", "event_logs_ended_trigger", "event_logs_ended_type"] {
+        let (density, pages) = leaf_density(&pool, index).await;
+        assert!(density >= 75.0, "{index}: leaf pages {density:.0} % full on average ({pages} pages for {EVENTS} logs)");
+    }
+}

@@ -100,6 +100,7 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate:
             }
         }
     }
+    print_slow_seconds(&timeline);
     println!();
     println!("{:<8} {:>12} {:>9} {:>9}", "minute", "delivered/s", "p50 ms", "p99 ms");
     let mut rows = Vec::new();
@@ -127,6 +128,34 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate:
     f.scenario = format!("soak-{rate}/s");
     super::report(&f);
     Ok(())
+}
+
+/// The seconds whose slowest event took over [`SLOW_MS`], with their wall-clock
+/// time (UTC), to set beside PostgreSQL's log (checkpoints, autovacuum) and find
+/// what a p99 spike coincides with.
+fn print_slow_seconds(timeline: &super::Timeline) {
+    const SLOW_MS: f64 = 250.0;
+    let wall_start = chrono::Utc::now() - timeline.start.elapsed();
+    let mut worst: std::collections::BTreeMap<u64, (f64, usize)> = std::collections::BTreeMap::new();
+    for (i, arrival) in timeline.arrivals.iter().enumerate() {
+        let (sent, Some(a)) = (timeline.sent_ns[i], arrival) else { continue };
+        if sent == u64::MAX {
+            continue;
+        }
+        let ms = ((*a - timeline.start).as_nanos() as f64 - sent as f64) / 1e6;
+        if ms > SLOW_MS {
+            let w = worst.entry(sent / 1_000_000_000).or_default();
+            *w = (w.0.max(ms), w.1 + 1);
+        }
+    }
+    for (second, (max_ms, n)) in worst {
+        let at = wall_start + chrono::Duration::seconds(second as i64);
+        println!(
+            "{}",
+            json!({"scenario": "soak", "slow_second": second, "utc": at.format("%H:%M:%S").to_string(),
+                   "events_over_250_ms": n, "max_ms": max_ms.round()})
+        );
+    }
 }
 
 /// Table and index sizes (MB) of the history's tables.
