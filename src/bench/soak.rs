@@ -69,9 +69,9 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate:
                         "SELECT count(*) FROM event_logs
                          WHERE project = 'default' AND trigger_name = 'bench-soak-aged' AND status = 'processed'",
                     )
-                        .fetch_one(&db)
-                        .await
-                        .unwrap_or(-1);
+                    .fetch_one(&db)
+                    .await
+                    .unwrap_or(-1);
                     println!(
                         "{}",
                         json!({"scenario": "soak", "at_s": start.elapsed().as_secs(), "sizes_mb": s, "aged_left": left,
@@ -135,7 +135,7 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate:
     Ok(())
 }
 
-/// The seconds whose slowest event took over [`SLOW_MS`], with their wall-clock
+/// The seconds whose slowest event took over 250 ms, with their wall-clock
 /// time (UTC), to set beside PostgreSQL's log (checkpoints, autovacuum) and find
 /// what a p99 spike coincides with.
 fn print_slow_seconds(timeline: &super::Timeline) {
