@@ -683,6 +683,15 @@ pub(super) struct Timeline {
     arrivals: Vec<Option<Instant>>,
 }
 
+impl Timeline {
+    /// Event `i`'s send time (nanoseconds from `start`) and latency (ms), if it
+    /// was sent and arrived.
+    fn latency(&self, i: usize) -> Option<(u64, f64)> {
+        let (sent, arrival) = (self.sent_ns[i], self.arrivals[i]?);
+        (sent != u64::MAX).then(|| (sent, ((arrival - self.start).as_nanos() as f64 - sent as f64) / 1e6))
+    }
+}
+
 async fn open_loop(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate: u64, seconds: u64) -> Result<(Figures, Timeline)> {
     let event_type = format!("bench.latency.{run}");
     t.trigger(&format!("bench-{run}"), &event_type, sink_url).await?;
@@ -726,19 +735,12 @@ async fn open_loop(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate: u64,
     sink.wait_for(run, accepted.count(), Duration::from_secs(10)).await;
     let (unique, dup, arrivals, last) = sink.tally(run, n);
     let lost = accepted.lost(&arrivals);
-    let latencies_ms = arrivals
-        .iter()
-        .enumerate()
-        .filter_map(|(i, a)| {
-            let s = sent[i].load(Ordering::Relaxed);
-            a.filter(|_| s != u64::MAX).map(|a| ((a - base).as_nanos() as f64 - s as f64) / 1e6)
-        })
-        .collect();
     let timeline = Timeline {
         start: base,
         sent_ns: sent.iter().map(|s| s.load(Ordering::Relaxed)).collect(),
         arrivals: arrivals.clone(),
     };
+    let latencies_ms = (0..n).filter_map(|i| timeline.latency(i)).map(|(_, ms)| ms).collect();
     let mut f = Figures {
         scenario: format!("latency-{rate}/s"),
         events: n as u64,

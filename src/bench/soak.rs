@@ -92,16 +92,15 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate:
     let mut delivered = vec![0u64; minutes];
     let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); minutes];
     for (i, arrival) in timeline.arrivals.iter().enumerate() {
-        let sent = timeline.sent_ns[i];
         let Some(a) = arrival else { continue };
         let at = (*a - timeline.start).as_secs() as usize / 60;
         if at < minutes {
             delivered[at] += 1;
         }
-        if sent != u64::MAX {
+        if let Some((sent, ms)) = timeline.latency(i) {
             let m = (sent / 60_000_000_000) as usize;
             if m < minutes {
-                latencies[m].push(((*a - timeline.start).as_nanos() as f64 - sent as f64) / 1e6);
+                latencies[m].push(ms);
             }
         }
     }
@@ -142,12 +141,8 @@ fn print_slow_seconds(timeline: &super::Timeline) {
     const SLOW_MS: f64 = 250.0;
     let wall_start = chrono::Utc::now() - timeline.start.elapsed();
     let mut worst: std::collections::BTreeMap<u64, (f64, usize)> = std::collections::BTreeMap::new();
-    for (i, arrival) in timeline.arrivals.iter().enumerate() {
-        let (sent, Some(a)) = (timeline.sent_ns[i], arrival) else { continue };
-        if sent == u64::MAX {
-            continue;
-        }
-        let ms = ((*a - timeline.start).as_nanos() as f64 - sent as f64) / 1e6;
+    for i in 0..timeline.arrivals.len() {
+        let Some((sent, ms)) = timeline.latency(i) else { continue };
         if ms > SLOW_MS {
             let w = worst.entry(sent / 1_000_000_000).or_default();
             *w = (w.0.max(ms), w.1 + 1);
