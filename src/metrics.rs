@@ -2,6 +2,7 @@
 //! gauges that describe the database are read at scrape time.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -14,6 +15,11 @@ pub const DUE_UNCLAIMED: &str = "herald_due_unclaimed";
 pub const IN_FLIGHT: &str = "herald_deliveries_in_flight";
 pub const DB_POOL: &str = "herald_db_pool_connections";
 pub const CIRCUIT_OPEN: &str = "herald_trigger_circuit_open";
+
+/// How often the recorder folds its histograms' samples into their buckets. It
+/// keeps every sample until then, so this bounds its memory whether or not
+/// anything scrapes `/metrics`.
+pub const UPKEEP: Duration = Duration::from_secs(5);
 
 /// The process-wide recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
@@ -30,6 +36,18 @@ pub fn handle() -> &'static PrometheusHandle {
         // and every engine records into it.
         let _ = metrics::set_global_recorder(recorder);
         describe();
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP);
+                upkeep.run_upkeep();
+                // The drained sample blocks are freed through crossbeam's epochs,
+                // deferred in this thread's bag; hand them over to be freed now
+                // rather than when the bag fills, dozens of passes later.
+                crossbeam_epoch::pin().flush();
+            })
+            .expect("cannot start the metrics upkeep thread");
         handle
     })
 }
