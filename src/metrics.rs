@@ -61,6 +61,44 @@ fn describe() {
     describe_histogram!(LAG_SECONDS, Unit::Seconds, "From when an event log was due to its successful delivery.");
     describe_gauge!(DUE_UNCLAIMED, "Event logs that are due and not yet claimed by any node (counted up to 100,000).");
     describe_gauge!(IN_FLIGHT, "Deliveries running on this node.");
-    describe_gauge!(CIRCUIT_OPEN, "1 while the trigger's circuit is open (its deliveries wait; SPEC §10), else 0.");
     describe_gauge!(DB_POOL, "Database connections of this node, by state (active, idle, max).");
+}
+
+/// The circuit gauge, one series per trigger that exists now, in Prometheus text
+/// format. It is written from the database at each scrape rather than kept in the
+/// recorder, where a deleted trigger's series would keep its last value (an open
+/// circuit, 1) until the process ends.
+pub fn render_circuits(circuits: &[(String, String, bool)]) -> String {
+    let mut out = format!(
+        "# HELP {CIRCUIT_OPEN} 1 while the trigger's circuit is open (its deliveries wait; SPEC §10), else 0.\n\
+         # TYPE {CIRCUIT_OPEN} gauge\n"
+    );
+    for (project, trigger, open) in circuits {
+        out.push_str(&format!(
+            "{CIRCUIT_OPEN}{{project=\"{}\",trigger=\"{}\"}} {}\n",
+            label_value(project),
+            label_value(trigger),
+            u8::from(*open)
+        ));
+    }
+    out.push('\n');
+    out
+}
+
+/// A label value escaped for the Prometheus text format.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn circuit_series_escape_their_labels() {
+        let text = render_circuits(&[("p".into(), "a\"b\\c\nd".into(), true), ("p".into(), "x".into(), false)]);
+        assert!(text.contains(r#"herald_trigger_circuit_open{project="p",trigger="a\"b\\c\nd"} 1"#), "{text}");
+        assert!(text.contains(r#"herald_trigger_circuit_open{project="p",trigger="x"} 0"#), "{text}");
+        assert!(text.starts_with("# HELP herald_trigger_circuit_open "), "{text}");
+    }
 }

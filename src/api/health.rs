@@ -40,7 +40,7 @@ async fn metrics(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], String), super::ApiError> {
-    use crate::metrics::{CIRCUIT_OPEN, DB_POOL, DUE_UNCLAIMED, IN_FLIGHT};
+    use crate::metrics::{DB_POOL, DUE_UNCLAIMED, IN_FLIGHT};
     if let Some(expected) = state.metrics_token.as_deref() {
         let given = super::bearer(&headers).map(str::trim);
         // Compared by their SHA-256, so the time taken tells nothing about the token.
@@ -60,11 +60,10 @@ async fn metrics(
     }
     metrics::gauge!(IN_FLIGHT).set(engine.in_flight() as f64);
     let circuits = crate::store::flow::circuits(engine.pool());
-    if let Ok(Ok(all)) = tokio::time::timeout(Duration::from_secs(2), circuits).await {
-        for (project, trigger, open) in all {
-            metrics::gauge!(CIRCUIT_OPEN, "project" => project, "trigger" => trigger).set(if open { 1.0 } else { 0.0 });
-        }
-    }
+    let circuits = match tokio::time::timeout(Duration::from_secs(2), circuits).await {
+        Ok(Ok(all)) => crate::metrics::render_circuits(&all),
+        _ => String::new(),
+    };
     let pool = engine.pool();
     let idle = pool.num_idle() as f64;
     metrics::gauge!(DB_POOL, "state" => "idle").set(idle);
@@ -72,6 +71,6 @@ async fn metrics(
     metrics::gauge!(DB_POOL, "state" => "max").set(pool.options().get_max_connections() as f64);
     Ok((
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::handle().render(),
+        crate::metrics::handle().render() + &circuits,
     ))
 }
