@@ -1,7 +1,11 @@
 //! Prometheus metrics. Counters and histograms are recorded where things happen;
-//! gauges that describe the database are read at scrape time.
+//! gauges that describe the database are read at scrape time. The series labelled
+//! by trigger are kept here, not in the recorder, which cannot forget a series: a
+//! deleted trigger's would stay until the process ends, and a project creating and
+//! deleting triggers would grow every node's memory without bound.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -56,7 +60,6 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(EVENTS_QUEUED, "Events stored by the queue API, by project.");
     describe_counter!(QUEUE_REFUSED, "Queue calls refused with 503 because too many were already waiting.");
-    describe_counter!(DELIVERIES, "Delivery attempts by project, trigger and outcome (processed, retry, failed).");
     describe_histogram!(ATTEMPT_SECONDS, Unit::Seconds, "Duration of one HTTP attempt.");
     describe_histogram!(LAG_SECONDS, Unit::Seconds, "From when an event log was due to its successful delivery.");
     describe_gauge!(DUE_UNCLAIMED, "Event logs that are due and not yet claimed by any node (counted up to 100,000).");
@@ -64,16 +67,89 @@ fn describe() {
     describe_gauge!(DB_POOL, "Database connections of this node, by state (active, idle, max).");
 }
 
-/// The circuit gauge, one series per trigger that exists now, in Prometheus text
-/// format. It is written from the database at each scrape rather than kept in the
-/// recorder, where a deleted trigger's series would keep its last value (an open
-/// circuit, 1) until the process ends.
-pub fn render_circuits(circuits: &[(String, String, bool)]) -> String {
+/// How a delivery attempt ended, as `herald_deliveries_total` counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Processed,
+    Retry,
+    Failed,
+}
+
+const OUTCOMES: [(Outcome, &str); 3] = [(Outcome::Processed, "processed"), (Outcome::Retry, "retry"), (Outcome::Failed, "failed")];
+
+/// Attempts per project, then trigger name, then outcome (in [`OUTCOMES`] order).
+type DeliveryCounts = HashMap<String, HashMap<String, [u64; 3]>>;
+
+fn delivery_counts() -> std::sync::MutexGuard<'static, DeliveryCounts> {
+    static COUNTS: OnceLock<Mutex<DeliveryCounts>> = OnceLock::new();
+    COUNTS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts one delivery attempt of a trigger.
+pub fn count_delivery(project: &str, trigger: &str, outcome: Outcome) {
+    let mut counts = delivery_counts();
+    let by_trigger = match counts.get_mut(project) {
+        Some(m) => m,
+        None => counts.entry(project.to_owned()).or_default(),
+    };
+    let n = match by_trigger.get_mut(trigger) {
+        Some(n) => n,
+        None => by_trigger.entry(trigger.to_owned()).or_default(),
+    };
+    n[OUTCOMES.iter().position(|(o, _)| *o == outcome).expect("every outcome is listed")] += 1;
+}
+
+/// Forgets the delivery counts of triggers that no longer exist; `triggers` is
+/// every (project, trigger name) there is. Run at each scrape and each minute.
+pub fn forget_deleted_triggers(triggers: &[(String, String, bool)]) {
+    let mut exists: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
+    for (project, trigger, _) in triggers {
+        exists.entry(project).or_default().insert(trigger);
+    }
+    delivery_counts().retain(|project, by_trigger| {
+        by_trigger.retain(|trigger, _| exists.get(project.as_str()).is_some_and(|t| t.contains(trigger.as_str())));
+        !by_trigger.is_empty()
+    });
+}
+
+/// The series labelled by trigger, in Prometheus text format, for the triggers
+/// that exist now (project, name, circuit open): the attempts this node made, and
+/// the circuit gauge. Without the list (the database did not answer), the attempts
+/// of every trigger counted so far, and no circuit gauge.
+pub fn render_triggers(triggers: Option<&[(String, String, bool)]>) -> String {
+    if let Some(triggers) = triggers {
+        forget_deleted_triggers(triggers);
+    }
     let mut out = format!(
-        "# HELP {CIRCUIT_OPEN} 1 while the trigger's circuit is open (its deliveries wait; SPEC §10), else 0.\n\
-         # TYPE {CIRCUIT_OPEN} gauge\n"
+        "# HELP {DELIVERIES} Delivery attempts by project, trigger and outcome (processed, retry, failed).\n\
+         # TYPE {DELIVERIES} counter\n"
     );
-    for (project, trigger, open) in circuits {
+    {
+        let counts = delivery_counts();
+        let mut series: Vec<(&String, &String, &[u64; 3])> =
+            counts.iter().flat_map(|(p, by)| by.iter().map(move |(t, n)| (p, t, n))).collect();
+        series.sort();
+        for (project, trigger, n) in series {
+            for ((_, outcome), n) in OUTCOMES.iter().zip(n) {
+                if *n > 0 {
+                    out.push_str(&format!(
+                        "{DELIVERIES}{{project=\"{}\",trigger=\"{}\",outcome=\"{outcome}\"}} {n}\n",
+                        label_value(project),
+                        label_value(trigger)
+                    ));
+                }
+            }
+        }
+    }
+    let Some(triggers) = triggers else {
+        out.push('\n');
+        return out;
+    };
+    out.push_str(&format!(
+        "\n# HELP {CIRCUIT_OPEN} 1 while the trigger's circuit is open (its deliveries wait; SPEC §10), else 0.\n\
+         # TYPE {CIRCUIT_OPEN} gauge\n"
+    ));
+    for (project, trigger, open) in triggers {
         out.push_str(&format!(
             "{CIRCUIT_OPEN}{{project=\"{}\",trigger=\"{}\"}} {}\n",
             label_value(project),
@@ -94,11 +170,40 @@ fn label_value(v: &str) -> String {
 mod tests {
     use super::*;
 
+    /// One test: the counts are process-wide, and a render forgets what it does
+    /// not list.
     #[test]
-    fn circuit_series_escape_their_labels() {
-        let text = render_circuits(&[("p".into(), "a\"b\\c\nd".into(), true), ("p".into(), "x".into(), false)]);
+    fn trigger_series_escape_their_labels_and_go_with_their_trigger() {
+        count_delivery("p", "a\"b\\c\nd", Outcome::Failed);
+        let text = render_triggers(Some(&[("p".into(), "a\"b\\c\nd".into(), true), ("p".into(), "x".into(), false)]));
         assert!(text.contains(r#"herald_trigger_circuit_open{project="p",trigger="a\"b\\c\nd"} 1"#), "{text}");
+        assert!(text.contains(r#"herald_deliveries_total{project="p",trigger="a\"b\\c\nd",outcome="failed"} 1"#), "{text}");
         assert!(text.contains(r#"herald_trigger_circuit_open{project="p",trigger="x"} 0"#), "{text}");
-        assert!(text.starts_with("# HELP herald_trigger_circuit_open "), "{text}");
+        assert!(text.contains("# TYPE herald_trigger_circuit_open gauge"), "{text}");
+
+        let trigger = |p: &str, t: &str| (p.to_string(), t.to_string(), false);
+        count_delivery("unit-p", "kept", Outcome::Processed);
+        count_delivery("unit-p", "kept", Outcome::Processed);
+        count_delivery("unit-p", "kept", Outcome::Failed);
+        count_delivery("unit-p", "deleted", Outcome::Retry);
+        count_delivery("unit-gone", "t", Outcome::Retry);
+        let text = render_triggers(Some(&[trigger("unit-p", "kept"), trigger("unit-p", "deleted")]));
+        assert!(text.contains(r#"herald_deliveries_total{project="unit-p",trigger="kept",outcome="processed"} 2"#), "{text}");
+        assert!(text.contains(r#"herald_deliveries_total{project="unit-p",trigger="kept",outcome="failed"} 1"#), "{text}");
+        assert!(!text.contains(r#"trigger="kept",outcome="retry""#), "{text}");
+        assert!(text.contains(r#"herald_deliveries_total{project="unit-p",trigger="deleted",outcome="retry"} 1"#), "{text}");
+        // The project unit-gone and its trigger are gone: so are their counts.
+        assert!(!text.contains("unit-gone"), "{text}");
+        assert!(!delivery_counts().contains_key("unit-gone"));
+
+        forget_deleted_triggers(&[trigger("unit-p", "kept")]);
+        assert!(!delivery_counts()["unit-p"].contains_key("deleted"));
+        // Counting goes on where it was for the triggers that remain.
+        count_delivery("unit-p", "kept", Outcome::Processed);
+        assert_eq!(delivery_counts()["unit-p"]["kept"], [3, 0, 1]);
+        // Without the list of triggers, every count is shown and none forgotten.
+        let text = render_triggers(None);
+        assert!(text.contains(r#"herald_deliveries_total{project="unit-p",trigger="kept",outcome="processed"} 3"#), "{text}");
+        assert!(!text.contains("herald_trigger_circuit_open"), "{text}");
     }
 }

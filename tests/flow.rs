@@ -157,10 +157,12 @@ async fn a_dead_receiver_opens_the_circuit_and_a_recovered_one_closes_it(pool: P
     assert_eq!(read_trigger(&a, "flaky").await["circuit"], json!({"open": false, "reason": null, "openedAt": null, "nextProbeAt": null}));
 }
 
-/// A scrape shows the circuits of the triggers that exist now: a deleted trigger's
-/// open circuit must not stay at 1 in /metrics (an alert on it would fire forever).
+/// A scrape shows the series of the triggers that exist now: a deleted trigger's
+/// open circuit must not stay at 1 in /metrics (an alert on it would fire forever),
+/// and a project that creates and deletes triggers must not grow every node's
+/// metrics without bound.
 #[sqlx::test(migrator = "herald::store::MIGRATOR")]
-async fn a_deleted_trigger_leaves_no_circuit_gauge_behind(pool: PgPool) {
+async fn a_deleted_trigger_leaves_no_series_behind(pool: PgPool) {
     let mut config = common::test_config();
     config.breaker.min_attempts = 3;
     config.breaker.probe_every = Duration::from_secs(3600);
@@ -172,12 +174,14 @@ async fn a_deleted_trigger_leaves_no_circuit_gauge_behind(pool: PgPool) {
     let line = r#"herald_trigger_circuit_open{project="default",trigger="doomed-circuit"} 1"#;
     let scrape = || async { h.http.get(format!("{}/metrics", h.base)).send().await.unwrap().text().await.unwrap() };
     wait_for(Duration::from_secs(20), || async { scrape().await.contains(line).then_some(()) }).await;
+    assert!(scrape().await.contains(r#"herald_deliveries_total{project="default",trigger="doomed-circuit",outcome="retry"}"#));
 
     let (status, reply) =
         h.send(h.http.delete(format!("{}/v1/api/default/eventing/triggers/doomed-circuit", h.base))).await;
     assert!((200..300).contains(&status), "{status} {reply}");
     let metrics = scrape().await;
-    assert!(!metrics.contains(r#"herald_trigger_circuit_open{project="default",trigger="doomed-circuit"}"#), "{metrics}");
+    // Neither its circuit nor its attempts stay behind.
+    assert!(!metrics.contains(r#"trigger="doomed-circuit""#), "{metrics}");
     // The gauge is still described for the triggers that remain.
     assert!(metrics.contains("# TYPE herald_trigger_circuit_open gauge"), "{metrics}");
 }

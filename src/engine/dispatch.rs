@@ -582,15 +582,13 @@ impl Engine {
 }
 
 fn record_metrics(job: &Job, next: &Next, inv: &crate::store::events::NewInvocation, now: chrono::DateTime<Utc>) {
-    use crate::metrics::{ATTEMPT_SECONDS, DELIVERIES, LAG_SECONDS};
-    let outcome = match next {
-        Next::Processed => "processed",
-        Next::Failed => "failed",
-        Next::Retry(_) | Next::RetryHeld { .. } => "retry",
+    use crate::metrics::{Outcome, ATTEMPT_SECONDS, LAG_SECONDS};
+    let (counted, outcome) = match next {
+        Next::Processed => (Outcome::Processed, "processed"),
+        Next::Failed => (Outcome::Failed, "failed"),
+        Next::Retry(_) | Next::RetryHeld { .. } => (Outcome::Retry, "retry"),
     };
-    metrics::counter!(DELIVERIES, "project" => job.project.clone(), "trigger" => job.trigger_name.clone(),
-        "outcome" => outcome)
-    .increment(1);
+    crate::metrics::count_delivery(&job.project, &job.trigger_name, counted);
     metrics::histogram!(ATTEMPT_SECONDS, "outcome" => outcome).record(inv.duration_ms as f64 / 1000.0);
     if matches!(next, Next::Processed) {
         let due = job.event_time.max(job.event_deliver_at);

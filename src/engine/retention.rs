@@ -45,7 +45,8 @@ impl Engine {
         Ok(store::apply(self.pool(), BUDGET).await?)
     }
 
-    /// Applies retention at start and every minute. Passes on several nodes
+    /// Applies retention at start and every minute, and forgets the metrics of
+    /// deleted triggers. Passes on several nodes
     /// do not collide: each batch skips the rows another holds.
     pub(crate) async fn retention_loop(self) {
         let cancel = self.shutdown_token();
@@ -55,6 +56,10 @@ impl Engine {
                 Ok(r) => tracing::info!(event_logs = r.event_logs, invocation_logs = r.invocation_logs,
                     events = r.events, "retention removed old history"),
                 Err(e) => tracing::warn!(error = %e, "retention pass failed; the next one retries"),
+            }
+            // The metrics of deleted triggers go too, whether or not anything scrapes.
+            if let Ok(triggers) = crate::store::flow::circuits(self.pool()).await {
+                crate::metrics::forget_deleted_triggers(&triggers);
             }
             tokio::select! {
                 _ = tokio::time::sleep(EVERY) => {}
