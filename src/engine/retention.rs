@@ -46,8 +46,8 @@ impl Engine {
     }
 
     /// Applies retention at start and every minute, and forgets the metrics of
-    /// deleted triggers. Passes on several nodes
-    /// do not collide: each batch skips the rows another holds.
+    /// deleted triggers. Passes on several nodes do not collide: each batch
+    /// skips the rows another holds.
     pub(crate) async fn retention_loop(self) {
         let cancel = self.shutdown_token();
         loop {
