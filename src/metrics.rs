@@ -1,8 +1,9 @@
 //! Prometheus metrics. Counters and histograms are recorded where things happen;
 //! gauges that describe the database are read at scrape time. The series labelled
-//! by trigger are kept here, not in the recorder, which cannot forget a series: a
-//! deleted trigger's would stay until the process ends, and a project creating and
-//! deleting triggers would grow every node's memory without bound.
+//! by trigger are kept by each engine ([`DeliveryCounts`]), not in the recorder,
+//! which cannot forget a series: a deleted trigger's would stay until the process
+//! ends, and a project creating and deleting triggers would grow every node's
+//! memory without bound.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -77,88 +78,92 @@ pub enum Outcome {
 
 const OUTCOMES: [(Outcome, &str); 3] = [(Outcome::Processed, "processed"), (Outcome::Retry, "retry"), (Outcome::Failed, "failed")];
 
-/// Attempts per project, then trigger name, then outcome (in [`OUTCOMES`] order).
-type DeliveryCounts = HashMap<String, HashMap<String, [u64; 3]>>;
+/// The attempts a node made, per project, then trigger name, then outcome (in
+/// [`OUTCOMES`] order). Each engine keeps its own, as it keeps its database.
+#[derive(Default)]
+pub struct DeliveryCounts(Mutex<HashMap<String, HashMap<String, [u64; 3]>>>);
 
-fn delivery_counts() -> std::sync::MutexGuard<'static, DeliveryCounts> {
-    static COUNTS: OnceLock<Mutex<DeliveryCounts>> = OnceLock::new();
-    COUNTS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Counts one delivery attempt of a trigger.
-pub fn count_delivery(project: &str, trigger: &str, outcome: Outcome) {
-    let mut counts = delivery_counts();
-    let by_trigger = match counts.get_mut(project) {
-        Some(m) => m,
-        None => counts.entry(project.to_owned()).or_default(),
-    };
-    let n = match by_trigger.get_mut(trigger) {
-        Some(n) => n,
-        None => by_trigger.entry(trigger.to_owned()).or_default(),
-    };
-    n[OUTCOMES.iter().position(|(o, _)| *o == outcome).expect("every outcome is listed")] += 1;
-}
-
-/// Forgets the delivery counts of triggers that no longer exist; `triggers` is
-/// every (project, trigger name) there is. Run at each scrape and each minute.
-pub fn forget_deleted_triggers(triggers: &[(String, String, bool)]) {
-    let mut exists: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
-    for (project, trigger, _) in triggers {
-        exists.entry(project).or_default().insert(trigger);
+impl DeliveryCounts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, [u64; 3]>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
-    delivery_counts().retain(|project, by_trigger| {
-        by_trigger.retain(|trigger, _| exists.get(project.as_str()).is_some_and(|t| t.contains(trigger.as_str())));
-        !by_trigger.is_empty()
-    });
-}
 
-/// The series labelled by trigger, in Prometheus text format, for the triggers
-/// that exist now (project, name, circuit open): the attempts this node made, and
-/// the circuit gauge. Without the list (the database did not answer), the attempts
-/// of every trigger counted so far, and no circuit gauge.
-pub fn render_triggers(triggers: Option<&[(String, String, bool)]>) -> String {
-    if let Some(triggers) = triggers {
-        forget_deleted_triggers(triggers);
+    /// Counts one delivery attempt of a trigger.
+    pub fn count(&self, project: &str, trigger: &str, outcome: Outcome) {
+        let mut counts = self.lock();
+        let by_trigger = match counts.get_mut(project) {
+            Some(m) => m,
+            None => counts.entry(project.to_owned()).or_default(),
+        };
+        let n = match by_trigger.get_mut(trigger) {
+            Some(n) => n,
+            None => by_trigger.entry(trigger.to_owned()).or_default(),
+        };
+        n[OUTCOMES.iter().position(|(o, _)| *o == outcome).expect("every outcome is listed")] += 1;
     }
-    let mut out = format!(
-        "# HELP {DELIVERIES} Delivery attempts by project, trigger and outcome (processed, retry, failed).\n\
-         # TYPE {DELIVERIES} counter\n"
-    );
-    {
-        let counts = delivery_counts();
-        let mut series: Vec<(&String, &String, &[u64; 3])> =
-            counts.iter().flat_map(|(p, by)| by.iter().map(move |(t, n)| (p, t, n))).collect();
-        series.sort();
-        for (project, trigger, n) in series {
-            for ((_, outcome), n) in OUTCOMES.iter().zip(n) {
-                if *n > 0 {
-                    out.push_str(&format!(
-                        "{DELIVERIES}{{project=\"{}\",trigger=\"{}\",outcome=\"{outcome}\"}} {n}\n",
-                        label_value(project),
-                        label_value(trigger)
-                    ));
+
+    /// Forgets the counts of triggers that no longer exist; `triggers` is every
+    /// (project, trigger name, circuit open) there is. Run at each scrape and each
+    /// minute.
+    pub fn forget_deleted_triggers(&self, triggers: &[(String, String, bool)]) {
+        let mut exists: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
+        for (project, trigger, _) in triggers {
+            exists.entry(project).or_default().insert(trigger);
+        }
+        self.lock().retain(|project, by_trigger| {
+            by_trigger.retain(|trigger, _| exists.get(project.as_str()).is_some_and(|t| t.contains(trigger.as_str())));
+            !by_trigger.is_empty()
+        });
+    }
+
+    /// The series labelled by trigger, in Prometheus text format, for the
+    /// triggers that exist now: the attempts counted here, and the circuit gauge.
+    /// Without the list (the database did not answer), the attempts of every
+    /// trigger counted so far, and no circuit gauge.
+    pub fn render(&self, triggers: Option<&[(String, String, bool)]>) -> String {
+        if let Some(triggers) = triggers {
+            self.forget_deleted_triggers(triggers);
+        }
+        let mut out = format!(
+            "# HELP {DELIVERIES} Delivery attempts by project, trigger and outcome (processed, retry, failed).\n\
+             # TYPE {DELIVERIES} counter\n"
+        );
+        {
+            let counts = self.lock();
+            let mut series: Vec<(&String, &String, &[u64; 3])> =
+                counts.iter().flat_map(|(p, by)| by.iter().map(move |(t, n)| (p, t, n))).collect();
+            series.sort();
+            for (project, trigger, n) in series {
+                for ((_, outcome), n) in OUTCOMES.iter().zip(n) {
+                    if *n > 0 {
+                        out.push_str(&format!(
+                            "{DELIVERIES}{{project=\"{}\",trigger=\"{}\",outcome=\"{outcome}\"}} {n}\n",
+                            label_value(project),
+                            label_value(trigger)
+                        ));
+                    }
                 }
             }
         }
-    }
-    let Some(triggers) = triggers else {
-        out.push('\n');
-        return out;
-    };
-    out.push_str(&format!(
-        "\n# HELP {CIRCUIT_OPEN} 1 while the trigger's circuit is open (its deliveries wait; SPEC §10), else 0.\n\
-         # TYPE {CIRCUIT_OPEN} gauge\n"
-    ));
-    for (project, trigger, open) in triggers {
+        let Some(triggers) = triggers else {
+            out.push('\n');
+            return out;
+        };
         out.push_str(&format!(
-            "{CIRCUIT_OPEN}{{project=\"{}\",trigger=\"{}\"}} {}\n",
-            label_value(project),
-            label_value(trigger),
-            u8::from(*open)
+            "\n# HELP {CIRCUIT_OPEN} 1 while the trigger's circuit is open (its deliveries wait; SPEC §10), else 0.\n\
+             # TYPE {CIRCUIT_OPEN} gauge\n"
         ));
+        for (project, trigger, open) in triggers {
+            out.push_str(&format!(
+                "{CIRCUIT_OPEN}{{project=\"{}\",trigger=\"{}\"}} {}\n",
+                label_value(project),
+                label_value(trigger),
+                u8::from(*open)
+            ));
+        }
+        out.push('\n');
+        out
     }
-    out.push('\n');
-    out
 }
 
 /// A label value escaped for the Prometheus text format.
@@ -170,40 +175,43 @@ fn label_value(v: &str) -> String {
 mod tests {
     use super::*;
 
-    /// One test: the counts are process-wide, and a render forgets what it does
-    /// not list.
     #[test]
     fn trigger_series_escape_their_labels_and_go_with_their_trigger() {
-        count_delivery("p", "a\"b\\c\nd", Outcome::Failed);
-        let text = render_triggers(Some(&[("p".into(), "a\"b\\c\nd".into(), true), ("p".into(), "x".into(), false)]));
+        let counts = DeliveryCounts::default();
+        counts.count("p", "a\"b\\c\nd", Outcome::Failed);
+        let text = counts.render(Some(&[("p".into(), "a\"b\\c\nd".into(), true), ("p".into(), "x".into(), false)]));
         assert!(text.contains(r#"herald_trigger_circuit_open{project="p",trigger="a\"b\\c\nd"} 1"#), "{text}");
         assert!(text.contains(r#"herald_deliveries_total{project="p",trigger="a\"b\\c\nd",outcome="failed"} 1"#), "{text}");
         assert!(text.contains(r#"herald_trigger_circuit_open{project="p",trigger="x"} 0"#), "{text}");
         assert!(text.contains("# TYPE herald_trigger_circuit_open gauge"), "{text}");
+    }
 
+    #[test]
+    fn a_deleted_triggers_attempts_are_forgotten() {
+        let counts = DeliveryCounts::default();
         let trigger = |p: &str, t: &str| (p.to_string(), t.to_string(), false);
-        count_delivery("unit-p", "kept", Outcome::Processed);
-        count_delivery("unit-p", "kept", Outcome::Processed);
-        count_delivery("unit-p", "kept", Outcome::Failed);
-        count_delivery("unit-p", "deleted", Outcome::Retry);
-        count_delivery("unit-gone", "t", Outcome::Retry);
-        let text = render_triggers(Some(&[trigger("unit-p", "kept"), trigger("unit-p", "deleted")]));
-        assert!(text.contains(r#"herald_deliveries_total{project="unit-p",trigger="kept",outcome="processed"} 2"#), "{text}");
-        assert!(text.contains(r#"herald_deliveries_total{project="unit-p",trigger="kept",outcome="failed"} 1"#), "{text}");
+        counts.count("p", "kept", Outcome::Processed);
+        counts.count("p", "kept", Outcome::Processed);
+        counts.count("p", "kept", Outcome::Failed);
+        counts.count("p", "deleted", Outcome::Retry);
+        counts.count("gone", "t", Outcome::Retry);
+        let text = counts.render(Some(&[trigger("p", "kept"), trigger("p", "deleted")]));
+        assert!(text.contains(r#"herald_deliveries_total{project="p",trigger="kept",outcome="processed"} 2"#), "{text}");
+        assert!(text.contains(r#"herald_deliveries_total{project="p",trigger="kept",outcome="failed"} 1"#), "{text}");
         assert!(!text.contains(r#"trigger="kept",outcome="retry""#), "{text}");
-        assert!(text.contains(r#"herald_deliveries_total{project="unit-p",trigger="deleted",outcome="retry"} 1"#), "{text}");
-        // The project unit-gone and its trigger are gone: so are their counts.
-        assert!(!text.contains("unit-gone"), "{text}");
-        assert!(!delivery_counts().contains_key("unit-gone"));
+        assert!(text.contains(r#"herald_deliveries_total{project="p",trigger="deleted",outcome="retry"} 1"#), "{text}");
+        // The project `gone` and its trigger are gone: so are their counts.
+        assert!(!text.contains("gone"), "{text}");
+        assert!(!counts.lock().contains_key("gone"));
 
-        forget_deleted_triggers(&[trigger("unit-p", "kept")]);
-        assert!(!delivery_counts()["unit-p"].contains_key("deleted"));
+        counts.forget_deleted_triggers(&[trigger("p", "kept")]);
+        assert!(!counts.lock()["p"].contains_key("deleted"));
         // Counting goes on where it was for the triggers that remain.
-        count_delivery("unit-p", "kept", Outcome::Processed);
-        assert_eq!(delivery_counts()["unit-p"]["kept"], [3, 0, 1]);
+        counts.count("p", "kept", Outcome::Processed);
+        assert_eq!(counts.lock()["p"]["kept"], [3, 0, 1]);
         // Without the list of triggers, every count is shown and none forgotten.
-        let text = render_triggers(None);
-        assert!(text.contains(r#"herald_deliveries_total{project="unit-p",trigger="kept",outcome="processed"} 3"#), "{text}");
+        let text = counts.render(None);
+        assert!(text.contains(r#"herald_deliveries_total{project="p",trigger="kept",outcome="processed"} 3"#), "{text}");
         assert!(!text.contains("herald_trigger_circuit_open"), "{text}");
     }
 }

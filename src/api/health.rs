@@ -61,8 +61,8 @@ async fn metrics(
     metrics::gauge!(IN_FLIGHT).set(engine.in_flight() as f64);
     let circuits = crate::store::flow::circuits(engine.pool());
     let circuits = match tokio::time::timeout(Duration::from_secs(2), circuits).await {
-        Ok(Ok(all)) => crate::metrics::render_triggers(Some(&all)),
-        _ => crate::metrics::render_triggers(None),
+        Ok(Ok(all)) => engine.trigger_metrics(Some(&all)),
+        _ => engine.trigger_metrics(None),
     };
     let pool = engine.pool();
     let idle = pool.num_idle() as f64;

@@ -412,7 +412,7 @@ impl Engine {
                 _ => tracing::warn!(log = %job.id, trigger = %job.trigger_name, attempt = attempt_no,
                     error = a.invocation.error.as_deref().unwrap_or(""), "delivery attempt failed"),
             }
-            record_metrics(&job, &next, &a.invocation, now);
+            record_metrics(&self.0.delivery_counts, &job, &next, &a.invocation, now);
             if let Some(trigger) = job.trigger_id {
                 let ok = matches!(a.verdict, Verdict::Delivered);
                 self.0.flow.count(trigger, ok, a.invocation.duration_ms, a.invocation.error.as_deref());
@@ -581,14 +581,20 @@ impl Engine {
     }
 }
 
-fn record_metrics(job: &Job, next: &Next, inv: &crate::store::events::NewInvocation, now: chrono::DateTime<Utc>) {
+fn record_metrics(
+    counts: &crate::metrics::DeliveryCounts,
+    job: &Job,
+    next: &Next,
+    inv: &crate::store::events::NewInvocation,
+    now: chrono::DateTime<Utc>,
+) {
     use crate::metrics::{Outcome, ATTEMPT_SECONDS, LAG_SECONDS};
     let (counted, outcome) = match next {
         Next::Processed => (Outcome::Processed, "processed"),
         Next::Failed => (Outcome::Failed, "failed"),
         Next::Retry(_) | Next::RetryHeld { .. } => (Outcome::Retry, "retry"),
     };
-    crate::metrics::count_delivery(&job.project, &job.trigger_name, counted);
+    counts.count(&job.project, &job.trigger_name, counted);
     metrics::histogram!(ATTEMPT_SECONDS, "outcome" => outcome).record(inv.duration_ms as f64 / 1000.0);
     if matches!(next, Next::Processed) {
         let due = job.event_time.max(job.event_deliver_at);

@@ -186,6 +186,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// Per-trigger limits on this node, and the breaker's counts.
     flow: flow::Flow,
+    /// This node's attempts per trigger, for /metrics.
+    delivery_counts: crate::metrics::DeliveryCounts,
 }
 
 impl Engine {
@@ -200,6 +202,7 @@ impl Engine {
             enqueue_rx: std::sync::Mutex::new(Some(enqueue_rx)),
             enqueuer_running: std::sync::atomic::AtomicBool::new(false),
             auth_cache: projects::AuthCache::default(),
+            delivery_counts: Default::default(),
             dispatcher_running: std::sync::atomic::AtomicBool::new(false),
             completions,
             completion_rx: std::sync::Mutex::new(Some(completion_rx)),
@@ -274,6 +277,12 @@ impl Engine {
     /// Deliveries running on this node right now.
     pub fn in_flight(&self) -> usize {
         self.0.tasks.len()
+    }
+
+    /// This node's series labelled by trigger, for /metrics (see
+    /// [`crate::metrics::DeliveryCounts::render`]).
+    pub fn trigger_metrics(&self, triggers: Option<&[(String, String, bool)]>) -> String {
+        self.0.delivery_counts.render(triggers)
     }
 
     /// Signals the dispatcher and all delivery loops to stop.

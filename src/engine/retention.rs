@@ -59,7 +59,7 @@ impl Engine {
             }
             // The metrics of deleted triggers go too, whether or not anything scrapes.
             if let Ok(triggers) = crate::store::flow::circuits(self.pool()).await {
-                crate::metrics::forget_deleted_triggers(&triggers);
+                self.0.delivery_counts.forget_deleted_triggers(&triggers);
             }
             tokio::select! {
                 _ = tokio::time::sleep(EVERY) => {}
