@@ -37,7 +37,14 @@ async fn old_event(pool: &PgPool, project: &str, age: chrono::Duration, statuses
     let mut logs = Vec::new();
     for (i, status) in statuses.iter().enumerate() {
         let log = id_at(at);
-        let next = if *status == "scheduled" { Utc::now() + chrono::Duration::days(365) } else { at };
+        // A pending log waits for a retry tomorrow: one due now would be claimed
+        // by the node's dispatcher, end (its trigger does not exist) and become
+        // history that the test's second pass removes.
+        let next = match *status {
+            "scheduled" => Utc::now() + chrono::Duration::days(365),
+            "pending" => Utc::now() + chrono::Duration::days(1),
+            _ => at,
+        };
         // A processing log holds a lease, as Herald's always do.
         let lease = (*status == "processing").then(|| Utc::now() + chrono::Duration::hours(1));
         sqlx::query(
