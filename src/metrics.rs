@@ -68,18 +68,30 @@ fn describe() {
     describe_gauge!(DB_POOL, "Database connections of this node, by state (active, idle, max).");
 }
 
-/// How a delivery attempt ended, as `herald_deliveries_total` counts it.
+/// How a delivery attempt ended, as `herald_deliveries_total` counts it; the
+/// discriminant is its place in a trigger's counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Processed,
-    Retry,
-    Failed,
+    Processed = 0,
+    Retry = 1,
+    Failed = 2,
 }
 
-const OUTCOMES: [(Outcome, &str); 3] = [(Outcome::Processed, "processed"), (Outcome::Retry, "retry"), (Outcome::Failed, "failed")];
+impl Outcome {
+    const ALL: [Outcome; 3] = [Outcome::Processed, Outcome::Retry, Outcome::Failed];
 
-/// The attempts a node made, per project, then trigger name, then outcome (in
-/// [`OUTCOMES`] order). Each engine keeps its own, as it keeps its database.
+    /// The `outcome` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Processed => "processed",
+            Outcome::Retry => "retry",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// The attempts a node made, per project, then trigger name, then [`Outcome`].
+/// Each engine keeps its own, as it keeps its database.
 #[derive(Default)]
 pub struct DeliveryCounts(Mutex<HashMap<String, HashMap<String, [u64; 3]>>>);
 
@@ -99,7 +111,7 @@ impl DeliveryCounts {
             Some(n) => n,
             None => by_trigger.entry(trigger.to_owned()).or_default(),
         };
-        n[OUTCOMES.iter().position(|(o, _)| *o == outcome).expect("every outcome is listed")] += 1;
+        n[outcome as usize] += 1;
     }
 
     /// Forgets the counts of triggers that no longer exist; `triggers` is every
@@ -134,13 +146,9 @@ impl DeliveryCounts {
                 counts.iter().flat_map(|(p, by)| by.iter().map(move |(t, n)| (p, t, n))).collect();
             series.sort();
             for (project, trigger, n) in series {
-                for ((_, outcome), n) in OUTCOMES.iter().zip(n) {
-                    if *n > 0 {
-                        out.push_str(&format!(
-                            "{DELIVERIES}{{project=\"{}\",trigger=\"{}\",outcome=\"{outcome}\"}} {n}\n",
-                            label_value(project),
-                            label_value(trigger)
-                        ));
+                for outcome in Outcome::ALL {
+                    if n[outcome as usize] > 0 {
+                        push_series(&mut out, DELIVERIES, project, trigger, Some(outcome), n[outcome as usize]);
                     }
                 }
             }
@@ -154,21 +162,19 @@ impl DeliveryCounts {
              # TYPE {CIRCUIT_OPEN} gauge\n"
         ));
         for (project, trigger, open) in triggers {
-            out.push_str(&format!(
-                "{CIRCUIT_OPEN}{{project=\"{}\",trigger=\"{}\"}} {}\n",
-                label_value(project),
-                label_value(trigger),
-                u8::from(*open)
-            ));
+            push_series(&mut out, CIRCUIT_OPEN, project, trigger, None, u64::from(*open));
         }
         out.push('\n');
         out
     }
 }
 
-/// A label value escaped for the Prometheus text format.
-fn label_value(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+/// One line of a series labelled by project and trigger (and outcome), the label
+/// values escaped for the Prometheus text format.
+fn push_series(out: &mut String, metric: &str, project: &str, trigger: &str, outcome: Option<Outcome>, value: u64) {
+    let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let outcome = outcome.map(|o| format!(",outcome=\"{}\"", o.name())).unwrap_or_default();
+    out.push_str(&format!("{metric}{{project=\"{}\",trigger=\"{}\"{outcome}}} {value}\n", escape(project), escape(trigger)));
 }
 
 #[cfg(test)]

@@ -59,8 +59,8 @@ async fn metrics(
         metrics::gauge!(DUE_UNCLAIMED).set(n as f64);
     }
     metrics::gauge!(IN_FLIGHT).set(engine.in_flight() as f64);
-    let circuits = crate::store::flow::circuits(engine.pool());
-    let circuits = match tokio::time::timeout(Duration::from_secs(2), circuits).await {
+    let triggers = crate::store::flow::circuits(engine.pool());
+    let by_trigger = match tokio::time::timeout(Duration::from_secs(2), triggers).await {
         Ok(Ok(all)) => engine.trigger_metrics(Some(&all)),
         _ => engine.trigger_metrics(None),
     };
@@ -71,6 +71,6 @@ async fn metrics(
     metrics::gauge!(DB_POOL, "state" => "max").set(pool.options().get_max_connections() as f64);
     Ok((
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::handle().render() + &circuits,
+        crate::metrics::handle().render() + &by_trigger,
     ))
 }

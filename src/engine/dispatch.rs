@@ -589,13 +589,13 @@ fn record_metrics(
     now: chrono::DateTime<Utc>,
 ) {
     use crate::metrics::{Outcome, ATTEMPT_SECONDS, LAG_SECONDS};
-    let (counted, outcome) = match next {
-        Next::Processed => (Outcome::Processed, "processed"),
-        Next::Failed => (Outcome::Failed, "failed"),
-        Next::Retry(_) | Next::RetryHeld { .. } => (Outcome::Retry, "retry"),
+    let outcome = match next {
+        Next::Processed => Outcome::Processed,
+        Next::Failed => Outcome::Failed,
+        Next::Retry(_) | Next::RetryHeld { .. } => Outcome::Retry,
     };
-    counts.count(&job.project, &job.trigger_name, counted);
-    metrics::histogram!(ATTEMPT_SECONDS, "outcome" => outcome).record(inv.duration_ms as f64 / 1000.0);
+    counts.count(&job.project, &job.trigger_name, outcome);
+    metrics::histogram!(ATTEMPT_SECONDS, "outcome" => outcome.name()).record(inv.duration_ms as f64 / 1000.0);
     if matches!(next, Next::Processed) {
         let due = job.event_time.max(job.event_deliver_at);
         metrics::histogram!(LAG_SECONDS).record((now - due).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
