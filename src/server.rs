@@ -106,7 +106,8 @@ pub async fn router(state: AppState, request_timeout: Duration) -> Result<Router
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(sessions(&state).await?)
         .layer(RequestBodyLimitLayer::new(state.max_body_bytes))
-        .layer(axum::middleware::from_fn(same_origin_only));
+        .layer(axum::middleware::from_fn(same_origin_only))
+        .layer(axum::middleware::from_fn(api::not_a_page));
     let x_request_id = HeaderName::from_static("x-request-id");
     // Every route but the file store's has a total time limit; an upload over a
     // slow link may take longer, and is cut off only when idle (SPEC §8).
@@ -191,7 +192,7 @@ async fn same_origin_only(req: Request<axum::body::Body>, next: axum::middleware
         .or_else(|| req.headers().get(header::REFERER))
         .and_then(|v| v.to_str().ok())
         .and_then(|v| reqwest::Url::parse(v).ok());
-    let same = source.is_some_and(|u| {
+    let same = source.as_ref().is_some_and(|u| {
         let authority = match u.port() {
             Some(p) => format!("{}:{p}", u.host_str().unwrap_or("")),
             None => u.host_str().unwrap_or("").to_string(),
@@ -201,7 +202,10 @@ async fn same_origin_only(req: Request<axum::body::Body>, next: axum::middleware
     if same {
         next.run(req).await
     } else {
-        let msg = "cross-site request refused: the Origin header does not match this server";
+        let msg = match source {
+            Some(_) => "cross-site request refused: the Origin header does not match this server",
+            None => "cross-site request refused: this write has no Origin or Referer header (Mission Control takes writes from its own pages only)",
+        };
         (StatusCode::FORBIDDEN, axum::Json(serde_json::json!({"error": msg}))).into_response()
     }
 }

@@ -47,3 +47,39 @@ async fn ui_routes_refuse_cross_site_writes(pool: PgPool) {
         .unwrap();
     assert_eq!(api.status().as_u16(), 200);
 }
+
+/// A mistyped API path is an API error that names it, whatever the method: not
+/// the UI's cross-site refusal, nor its HTML page.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn an_unknown_api_endpoint_is_a_json_404_that_names_it(pool: PgPool) {
+    let h = Herald::start(pool).await;
+    for (method, path) in [
+        ("PUT", "/v1/api/settings"),
+        ("POST", "/v1/api/default/eventing/events"),
+        ("GET", "/v1/api/default/eventing/nosuch"),
+        ("DELETE", "/v1/api/default"),
+    ] {
+        let resp = h
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", h.base))
+            .bearer_auth(&h.key)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 404, "{method} {path}");
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"), "{method} {path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(&format!("{method} {path}")), "{method} {path}: {error}");
+        assert!(error.contains("/v1/openapi.json"), "{error}");
+    }
+    // A known path with a method it does not take is a 405, not a 404.
+    let resp = h.http.delete(format!("{}/v1/api/default/eventing/queue", h.base)).bearer_auth(&h.key).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    // The UI's own refusal says what was missing when no Origin came at all.
+    let resp = h.http.post(format!("{}/api/any_server_fn", h.base)).body("x=1").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("no Origin or Referer"), "{body}");
+}

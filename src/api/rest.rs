@@ -3,7 +3,7 @@
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::FromRef;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bytes::Bytes;
@@ -40,6 +40,9 @@ pub fn routes(max_body_bytes: usize) -> Router<AppState> {
         .merge(triggers::routes())
         .merge(logs::routes())
         .merge(openapi::routes())
+        // A known path with a method it does not take gets an API error too
+        // (an unknown path under /v1/, see `not_a_page`).
+        .method_not_allowed_fallback(method_not_allowed)
         // The handlers read the body themselves, up to this limit, so that an
         // oversize body gets a JSON 413 like every other error.
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
@@ -48,7 +51,24 @@ pub fn routes(max_body_bytes: usize) -> Router<AppState> {
 /// The file store's routes. They stream bodies of any length, so they are not
 /// under the total request timeout; an upload has an idle timeout instead.
 pub fn file_routes() -> Router<AppState> {
-    files::routes()
+    files::routes().method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Requests that no route took end in Mission Control's router; one under
+/// `/v1/` gets an API error that names it, not Mission Control's page (nor, for a
+/// write, its cross-site refusal). Layered outside that router's other layers.
+pub async fn not_a_page(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if !req.uri().path().starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let msg = format!("no such API endpoint: {} {}; /v1/openapi.json lists them", req.method(), req.uri().path());
+    ApiError::new(StatusCode::NOT_FOUND, msg).into_response()
+}
+
+/// axum adds the Allow header with the methods the path takes.
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    let msg = format!("{} does not take {method}; the Allow header lists what it takes", uri.path());
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, msg)
 }
 
 /// An error reply: `{"error": "<message>"}` with a status.
