@@ -122,6 +122,15 @@ struct Figures {
     note: String,
 }
 
+/// Writes out the dirty pages a load left before a clock starts: a node that has
+/// run for a while has none of them pending. Needs a superuser (or
+/// pg_checkpoint); without one it says what the figures then include.
+async fn checkpoint_after_load(db: &PgPool, scenario: &str) {
+    if let Err(e) = sqlx::query("CHECKPOINT").execute(db).await {
+        eprintln!("{scenario}: cannot CHECKPOINT after the load ({e}); what is timed first pays for the load's writes");
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;

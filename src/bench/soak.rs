@@ -35,9 +35,7 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate:
     // The load leaves gigabytes of dirty pages; a node that has run for its retention
     // has none of that pending, so write them out before the clock starts, rather
     // than in a checkpoint during the first minutes.
-    if let Err(e) = sqlx::query("CHECKPOINT").execute(db).await {
-        eprintln!("soak: cannot CHECKPOINT after the load ({e}); its first minutes pay for the load's writes");
-    }
+    super::checkpoint_after_load(db, "soak").await;
     let before_days = crate::store::retention::retention_days(db, "default").await?.unwrap_or(30);
     crate::store::retention::set_retention_days(db, "default", 1).await?;
     let old_at_start: i64 = sqlx::query_scalar(
