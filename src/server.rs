@@ -128,6 +128,8 @@ pub async fn router(state: AppState, request_timeout: Duration) -> Result<Router
                     tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
                 }))
                 .layer(PropagateRequestIdLayer::new(x_request_id))
+                .layer(axum::middleware::from_fn(move |req, next| api_errors_in_json(req, next, request_timeout)))
+                .layer(axum::middleware::from_fn(no_nul_in_url))
                 .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
                 .layer(SetResponseHeaderLayer::if_not_present(
                     header::X_CONTENT_TYPE_OPTIONS,
@@ -138,6 +140,52 @@ pub async fn router(state: AppState, request_timeout: Duration) -> Result<Router
                     HeaderValue::from_static("same-origin"),
                 )),
         ))
+}
+
+/// A NUL byte (`%00`) in the path or the query cannot name any project, trigger,
+/// file or filter, and PostgreSQL cannot hold it in text: a 400 that says so,
+/// before any handler or the authentication reads it.
+async fn no_nul_in_url(req: Request<axum::body::Body>, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let uri = req.uri();
+    if uri.path().contains("%00") || uri.query().is_some_and(|q| q.contains("%00")) {
+        let msg = "the URL holds a NUL character (%00), which no project, trigger, file or filter contains";
+        return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": msg}))).into_response();
+    }
+    next.run(req).await
+}
+
+/// The API answers every error as `{"error": "<message>"}`. Its handlers do; this
+/// turns the rest into that form: the extractors' own plain-text rejections (a
+/// path that is not UTF-8, a query key given twice) and the empty 503 of the
+/// request time limit.
+async fn api_errors_in_json(
+    req: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+    request_timeout: Duration,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let api = req.uri().path().starts_with("/v1/");
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !api || json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // These bodies are a line of text; a longer one is not a rejection's.
+    let text = axum::body::to_bytes(body, 16 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_string());
+    let msg = match text {
+        Ok(t) if !t.is_empty() => t,
+        _ if status == StatusCode::SERVICE_UNAVAILABLE => format!(
+            "the request did not finish within {} s (a request body that stalls, or a database that does not answer)",
+            request_timeout.as_secs()
+        ),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    (parts, axum::Json(serde_json::json!({"error": msg}))).into_response()
 }
 
 /// Mission Control sessions, stored in PostgreSQL: HttpOnly, SameSite=Strict

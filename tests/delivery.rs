@@ -37,7 +37,8 @@ async fn fans_out_to_every_enabled_trigger_of_the_type(pool: PgPool) {
 async fn sends_the_exact_cloudevent_with_verifiable_signatures(pool: PgPool) {
     let h = Herald::start(pool.clone()).await;
     let rx = Receiver::start().await;
-    h.trigger("hook", "order-paid", &rx.url("/hook"), json!({"headers": {"X-Tenant": "acme"}})).await;
+    let secrets = json!({"X-Tenant": "acme", "Proxy-Authorization": "Basic UFJPWFk=", "X-Auth": "AUTHSECRET"});
+    h.trigger("hook", "order-paid", &rx.url("/hook"), json!({"headers": secrets})).await;
     let (_, reply) = h.queue(json!({"type": "order-paid", "data": {"order": 42, "items": ["a"]}})).await;
     let event_id = reply["eventId"].as_str().unwrap();
     h.settled(event_id).await;
@@ -97,6 +98,11 @@ async fn sends_the_exact_cloudevent_with_verifiable_signatures(pool: PgPool) {
     assert_eq!(inv.len(), 1);
     assert_eq!(inv[0].status_code, Some(200));
     assert_eq!(inv[0].request_headers["x-sc-token"], "[redacted]");
+    // Credentials the trigger adds are kept out of the history too; they were sent.
+    assert_eq!(inv[0].request_headers["proxy-authorization"], "[redacted]");
+    assert_eq!(inv[0].request_headers["x-auth"], "[redacted]");
+    assert_eq!(inv[0].request_headers["x-tenant"], "acme");
+    assert_eq!(got.header("proxy-authorization"), "Basic UFJPWFk=");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&inv[0].request_body).unwrap(), body);
 }
 

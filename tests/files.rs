@@ -141,6 +141,16 @@ async fn paths_that_leave_the_store_are_refused(pool: PgPool) {
             assert!(body.contains("`path`"), "{method} {path}: {body}");
         }
     }
+    // A name longer than a file system takes (255 bytes) is bad input, not a
+    // storage failure: a 400 naming it, for every operation.
+    for name in ["A".repeat(256), "é".repeat(128)] {
+        for (method, query) in [("POST", ""), ("POST", "?op=mkdir"), ("GET", ""), ("DELETE", "")] {
+            let url = format!("{}{FILES}/docs/{name}{query}", h.base);
+            let (status, reply) = h.send(h.http.request(method.parse().unwrap(), url).body("x")).await;
+            assert_eq!(status, 400, "{method} {query}: {reply}");
+            assert!(reply["error"].as_str().unwrap().contains("255 bytes"), "{reply}");
+        }
+    }
     // A symbolic link that leads out of the store.
     let outside = std::env::temp_dir().join(format!("herald-outside-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&outside).unwrap();

@@ -83,3 +83,49 @@ async fn an_unknown_api_endpoint_is_a_json_404_that_names_it(pool: PgPool) {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("no Origin or Referer"), "{body}");
 }
+
+/// What the URL carries reaches SQL only as valid text: a NUL byte (`%00`), which
+/// PostgreSQL cannot hold, in the project, a trigger's name or a filter is a 400
+/// that names it, with or without a key; never a 500 and an ERROR in the log.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn a_nul_byte_in_the_url_is_a_clear_400(pool: PgPool) {
+    let h = Herald::start(pool).await;
+    let api = "/v1/api/default/eventing";
+    for (method, path, key) in [
+        ("GET", "/v1/api/a%00b/eventing/logs".to_string(), false),
+        ("POST", "/v1/api/a%00b/eventing/queue".to_string(), false),
+        ("GET", format!("{api}/logs?type=%00"), true),
+        ("GET", format!("{api}/logs?trigger=a%00"), true),
+        ("GET", format!("{api}/triggers/a%00b"), true),
+        ("DELETE", format!("{api}/triggers/a%00b"), true),
+        ("POST", format!("{api}/triggers/a%00b/replay"), true),
+        ("GET", "/v1/api/default/files/a%00b".to_string(), true),
+    ] {
+        let mut req = h.http.request(method.parse().unwrap(), format!("{}{path}", h.base)).body("{}");
+        if key {
+            req = req.bearer_auth(&h.key);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{method} {path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("NUL"), "{method} {path}: {body}");
+    }
+}
+
+/// An extractor's own rejection (a path that is not UTF-8, a query key given
+/// twice) is a JSON error like every other, not axum's plain text.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn rejected_paths_and_queries_answer_in_json(pool: PgPool) {
+    let h = Herald::start(pool).await;
+    for path in [
+        "/v1/api/default/eventing/triggers/%ff",
+        "/v1/api/default/files/a%ffb",
+        "/v1/api/default/eventing/dead-letters?from=1&from=2",
+    ] {
+        let resp = h.http.get(format!("{}{path}", h.base)).bearer_auth(&h.key).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{path}");
+        let text = resp.text().await.unwrap();
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}"));
+        assert!(!body["error"].as_str().unwrap().is_empty(), "{path}: {body}");
+    }
+}

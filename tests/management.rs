@@ -38,6 +38,11 @@ async fn trigger_crud(pool: PgPool) {
     assert!(b["error"].as_str().unwrap().contains("`retries`"), "{b}");
     let (s, _) = h.post(&format!("{API}/triggers"), json!({"name": "b", "type": "t", "url": "http://x.test/", "retries": "3"})).await;
     assert_eq!(s, 400, "a wrong type is a malformed body");
+    // A URL no request can be made to is refused when saved, not retried for ever.
+    let long = json!({"name": "b", "type": "t", "url": format!("http://x.test/{}", "x".repeat(9_000))});
+    let (s, b) = h.post(&format!("{API}/triggers"), long).await;
+    assert!((400..500).contains(&s), "{s} {b}");
+    assert!(b["error"].as_str().unwrap().contains("`url` is longer than 8192 bytes"), "{b}");
     let big = json!({"name": "b", "type": "t", "url": format!("http://x.test/{}", "x".repeat(70_000))});
     assert_eq!(h.post(&format!("{API}/triggers"), big).await.0, 413);
 }
@@ -143,6 +148,13 @@ async fn detail_redeliver_cancel_and_replay(pool: PgPool) {
     assert_eq!(h.settled(a["eventId"].as_str().unwrap()).await, vec![Status::Processed]);
     assert_eq!(h.settled(b["eventId"].as_str().unwrap()).await, vec![Status::Processed]);
     assert_eq!(h.post(&format!("{API}/triggers/nope/replay"), json!({})).await.0, 404);
+    // A body that is not an object, or a key replay does not take, would have
+    // replayed every failed log of the trigger: it is refused, naming the problem.
+    for (body, says) in [(json!([1]), "object"), (json!("x"), "object"), (json!({"form": "2000-01-01T00:00:00Z"}), "`form`")] {
+        let (s, r) = h.post(&format!("{API}/triggers/t/replay"), body.clone()).await;
+        assert_eq!(s, 400, "{body}: {r}");
+        assert!(r["error"].as_str().unwrap().contains(says), "{body}: {r}");
+    }
 }
 
 #[sqlx::test(migrator = "herald::store::MIGRATOR")]

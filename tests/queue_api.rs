@@ -37,6 +37,11 @@ async fn authentication(pool: PgPool) {
     assert_eq!(raw(&h, QUEUE, Some("hrld_wrong"), body).await.0, 401);
     assert_eq!(raw(&h, "/v1/api/nope/eventing/queue", Some(&h.key), body).await.0, 404);
     assert_eq!(raw(&h, QUEUE, Some(&h.key), body).await.0, 200);
+    // The scheme's name is case-insensitive (RFC 9110 §11.1).
+    for scheme in ["BEARER", "bearer", "BeArEr"] {
+        let req = h.http.post(format!("{}{QUEUE}", h.base)).header("authorization", format!("{scheme} {}", h.key)).body(body);
+        assert_eq!(req.send().await.unwrap().status().as_u16(), 200, "{scheme}");
+    }
     assert_eq!(raw(&h, "/v1/api/default/event-triggers/queue", Some(&h.key), body).await.0, 200);
 
     // A key of another project does not open this one.
@@ -68,7 +73,15 @@ async fn authentication(pool: PgPool) {
     assert_eq!(raw(&h, QUEUE, Some(&jwt(&secret, later)), body).await.0, 200);
     assert_eq!(raw(&h, QUEUE, Some(&jwt("wrong", later)), body).await.0, 401);
     assert_eq!(raw(&h, QUEUE, Some(&jwt(&secret, later - 3600)), body).await.0, 401);
-    assert_eq!(event_count(&pool).await, 5);
+    // Not valid before a time to come: refused until then.
+    let early = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"id": "app", "exp": later, "nbf": later - 60}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(raw(&h, QUEUE, Some(&early), body).await.0, 401);
+    assert_eq!(event_count(&pool).await, 8);
 }
 
 #[sqlx::test(migrator = "herald::store::MIGRATOR")]

@@ -92,6 +92,14 @@ async fn replay(
         Ok(b) if b.iter().all(u8::is_ascii_whitespace) => json!({}),
         _ => json_body(body, state.max_body_bytes)?,
     };
+    // Anything else would mean no filter, and replay every failed log of the trigger.
+    let Some(keys) = window.as_object() else {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "the body must be a JSON object: {\"from\", \"to\", \"error\"}, each optional"));
+    };
+    if let Some(k) = keys.keys().find(|k| !["from", "to", "error"].contains(&k.as_str())) {
+        let msg = format!("`{k}` is not a replay filter; the filters are `from`, `to` and `error`");
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, msg));
+    }
     let field = |k: &str| -> Result<Option<String>, ApiError> {
         match window.get(k) {
             None | Some(Value::Null) => Ok(None),

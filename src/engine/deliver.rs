@@ -107,7 +107,7 @@ pub fn sc_token(jwt_secret: &str, node_id: Uuid, now: i64) -> String {
 /// Header names whose values are secrets, and are not written to invocation logs.
 fn is_sensitive(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    n == "authorization" || n == "cookie" || ["token", "secret", "key", "password"].iter().any(|s| n.contains(s))
+    n == "cookie" || ["auth", "token", "secret", "key", "password"].iter().any(|s| n.contains(s))
 }
 
 /// Makes one attempt of `job`, bounded by `timeout` from connect to the last byte read.
@@ -172,8 +172,10 @@ pub async fn attempt(
         }
         Ok(Err(SendError::Http(e))) => {
             inv.error = Some(error_chain(&e));
-            // A connection the SSRF guard refused will be refused again: fail now.
-            let refused = source_chain(&e).any(|s| s.is::<Blocked>());
+            // A connection the SSRF guard refused will be refused again, and a
+            // request that could not be built (a URL no HTTP request can carry)
+            // cannot be built again: fail now.
+            let refused = e.is_builder() || source_chain(&e).any(|s| s.is::<Blocked>());
             (if refused { Verdict::Fatal } else { Verdict::Retryable { retry_after: None } }, None)
         }
         Ok(Ok(resp)) => {

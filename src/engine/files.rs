@@ -36,9 +36,13 @@ fn invalid(msg: impl Into<String>) -> EngineError {
     EngineError::Invalid(msg.into())
 }
 
+/// The longest file or folder name file systems take (NAME_MAX on Linux).
+const MAX_NAME_BYTES: usize = 255;
+
 /// Reads a store path ("a/b.txt", "/a/b.txt") into its segments. Anything that
 /// could leave the store is refused: `..`, `.`, empty segments (which is how an
-/// absolute path such as `//etc/passwd` arrives), backslashes, control characters.
+/// absolute path such as `//etc/passwd` arrives), backslashes, control characters;
+/// and names no file system takes, over [`MAX_NAME_BYTES`].
 pub fn parse_path(raw: &str, field: &str) -> Result<Vec<String>, EngineError> {
     if raw.len() > MAX_PATH_BYTES {
         return Err(invalid(format!("`{field}` is longer than {MAX_PATH_BYTES} bytes")));
@@ -53,6 +57,12 @@ pub fn parse_path(raw: &str, field: &str) -> Result<Vec<String>, EngineError> {
         match seg {
             "" => return Err(invalid(format!("`{field}` '{raw}' has an empty segment; absolute paths are refused"))),
             "." | ".." => return Err(invalid(format!("`{field}` '{raw}' may not contain '{seg}'"))),
+            s if s.len() > MAX_NAME_BYTES => {
+                return Err(invalid(format!(
+                    "`{field}` has a segment of {} bytes; a file or folder name takes at most {MAX_NAME_BYTES} bytes",
+                    s.len()
+                )))
+            }
             s if s.chars().any(|c| c.is_control() || c == '\\') => {
                 return Err(invalid(format!("`{field}` '{raw}' contains a control character or a backslash")))
             }

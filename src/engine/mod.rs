@@ -64,11 +64,18 @@ impl From<sqlx::Error> for EngineError {
     fn from(e: sqlx::Error) -> Self {
         if database_away(&e) {
             EngineError::Unavailable(e)
+        } else if matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some(TEXT_NOT_STORABLE)) {
+            // Every field is checked for a NUL where it comes in; this is the
+            // backstop for one that was not, so it is the caller's error, not ours.
+            EngineError::Invalid("a value holds a NUL character, which PostgreSQL cannot store in text".into())
         } else {
             EngineError::Database(e)
         }
     }
 }
+
+/// SQLSTATE 22021, character_not_in_repertoire: a text value with a NUL byte.
+const TEXT_NOT_STORABLE: &str = "22021";
 
 /// Whether an error means the database is unreachable or going away (a restart,
 /// a failover) rather than that the statement was wrong: the caller may retry.

@@ -145,6 +145,9 @@ impl Engine {
         if name.is_empty() || name.chars().count() > 64 {
             return Err(EngineError::Invalid("`name`: give the key a name of 1 to 64 characters".into()));
         }
+        if name.chars().any(char::is_control) {
+            return Err(EngineError::Invalid("`name` may not contain control characters".into()));
+        }
         if store::projects::get(self.pool(), project).await?.is_none() {
             return Err(EngineError::NotFound(format!("unknown project '{project}'")));
         }
@@ -321,6 +324,8 @@ fn verify_jwt(token: &str, secret: &str) -> Result<Role, AuthError> {
     let mut v = Validation::new(Algorithm::HS256);
     v.required_spec_claims.clear();
     v.validate_exp = true;
+    // A token that says it is not valid yet is not (RFC 7519 §4.1.5).
+    v.validate_nbf = true;
     let data = decode::<serde_json::Value>(token, &DecodingKey::from_secret(secret.as_bytes()), &v)
         .map_err(|_| AuthError::Invalid)?;
     Ok(match data.claims.get("role").and_then(|r| r.as_str()) {

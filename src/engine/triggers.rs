@@ -65,13 +65,24 @@ fn validate_name(name: &str) -> Result<(), EngineError> {
     }
 }
 
+/// The longest trigger URL: far beyond any real endpoint's, and within what
+/// HTTP clients and servers take in a request line.
+const MAX_URL_BYTES: usize = 8192;
+
 fn validate_url(url: &str) -> Result<(), EngineError> {
+    if url.len() > MAX_URL_BYTES {
+        return Err(EngineError::Invalid(format!("`url` is longer than {MAX_URL_BYTES} bytes")));
+    }
     let parsed = reqwest::Url::parse(url).map_err(|e| EngineError::Invalid(format!("`url` is not a valid URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(EngineError::Invalid(format!("`url` must use http or https, not '{}'", parsed.scheme())));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(EngineError::Invalid("`url` has no host".into()));
+    }
+    // What the delivery's request will carry; refused now rather than at every attempt.
+    if let Err(e) = parsed.as_str().parse::<axum::http::Uri>() {
+        return Err(EngineError::Invalid(format!("`url` cannot be requested: {e}")));
     }
     Ok(())
 }
