@@ -323,17 +323,22 @@ pub async fn ended_counts(
 
 /// Event logs that have not ended (the backlog), per status, created from `since`
 /// on: found through the claim's partial indexes, never the history.
+///
+/// The window is a FILTER, not a WHERE, so that it cannot become an index
+/// condition: on 20 million logs the planner ANDed the claim's index with the
+/// history index's range for the window, which reads every log created in it
+/// (7 ms and parallel workers for an hour of 19,000 logs, for a backlog of 1,000).
 pub async fn live_counts(pool: &PgPool, project: &str, since: DateTime<Utc>) -> Result<Vec<(String, i64)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT status, count(*) FROM (
-             SELECT status FROM event_logs
-             WHERE status IN ('scheduled', 'pending') AND NOT paused AND project = $1 AND created_at >= $2
+        "SELECT status, count(*) FILTER (WHERE created_at >= $2) FROM (
+             SELECT status, created_at FROM event_logs
+             WHERE status IN ('scheduled', 'pending') AND NOT paused AND project = $1
              UNION ALL
-             SELECT status FROM event_logs
-             WHERE paused AND status IN ('scheduled', 'pending', 'processing') AND project = $1 AND created_at >= $2
+             SELECT status, created_at FROM event_logs
+             WHERE paused AND status IN ('scheduled', 'pending', 'processing') AND project = $1
              UNION ALL
-             SELECT status FROM event_logs
-             WHERE status = 'processing' AND NOT paused AND project = $1 AND created_at >= $2
+             SELECT status, created_at FROM event_logs
+             WHERE status = 'processing' AND NOT paused AND project = $1
          ) live GROUP BY status",
     )
     .bind(project)
