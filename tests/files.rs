@@ -171,6 +171,13 @@ async fn paths_that_leave_the_store_are_refused(pool: PgPool) {
     assert_eq!(resp.status(), 401);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.count(), 0, "refused operations fire nothing");
+    // A trailing slash names a folder: a file read so is not found, as a file
+    // system has it (ENOTDIR), rather than served.
+    let (status, _) = h.send(h.http.post(format!("{}{FILES}/docs/plain.txt", h.base)).body("x")).await;
+    assert_eq!(status, 201);
+    let (status, reply) = h.send(h.http.get(format!("{}{FILES}/docs/plain.txt/", h.base))).await;
+    assert_eq!(status, 404, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("not a folder"), "{reply}");
 }
 
 #[sqlx::test(migrator = "herald::store::MIGRATOR")]

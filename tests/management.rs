@@ -38,6 +38,12 @@ async fn trigger_crud(pool: PgPool) {
     assert!(b["error"].as_str().unwrap().contains("`retries`"), "{b}");
     let (s, _) = h.post(&format!("{API}/triggers"), json!({"name": "b", "type": "t", "url": "http://x.test/", "retries": "3"})).await;
     assert_eq!(s, 400, "a wrong type is a malformed body");
+    // A type with spaces around it would never match the event its author means.
+    for t in [" t1", "t1 ", "   "] {
+        let (s, b) = h.post(&format!("{API}/triggers"), json!({"name": "sp", "type": t, "url": "http://x.test/"})).await;
+        assert!((400..500).contains(&s), "{t:?}: {s} {b}");
+        assert!(b["error"].as_str().unwrap().contains("`type`"), "{t:?}: {b}");
+    }
     // A URL no request can be made to is refused when saved, not retried for ever.
     let long = json!({"name": "b", "type": "t", "url": format!("http://x.test/{}", "x".repeat(9_000))});
     let (s, b) = h.post(&format!("{API}/triggers"), long).await;

@@ -316,6 +316,10 @@ impl Engine {
             Err(e) => return Err(io_error("read", &shown, e)),
         };
         if !m.is_dir() {
+            // "a/b.txt/" names a folder; a file system answers ENOTDIR.
+            if raw_path.ends_with('/') {
+                return Err(EngineError::NotFound(format!("{shown} is a file, not a folder")));
+            }
             return Ok(Found::File { content_type: content_type_of(&target), path: target, size: m.len() });
         }
         let mut items = Vec::new();

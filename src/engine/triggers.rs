@@ -129,6 +129,11 @@ impl TriggerInput {
         };
         let event_type = self.event_type.ok_or_else(|| EngineError::Invalid("`type` is required".into()))?;
         validate_event_type(&event_type)?;
+        if event_type.trim() != event_type {
+            return Err(EngineError::Invalid(format!(
+                "`type` '{event_type}' has spaces at its start or end; events match a trigger's type exactly"
+            )));
+        }
         match source {
             Source::Custom if DB_TYPES.contains(&event_type.as_str()) || FILE_TYPES.contains(&event_type.as_str()) => {
                 return Err(EngineError::Invalid(format!(
