@@ -150,7 +150,7 @@ async fn no_nul_in_url(req: Request<axum::body::Body>, next: axum::middleware::N
     let uri = req.uri();
     if uri.path().contains("%00") || uri.query().is_some_and(|q| q.contains("%00")) {
         let msg = "the URL holds a NUL character (%00), which no project, trigger, file or filter contains";
-        return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": msg}))).into_response();
+        return api::ApiError::new(StatusCode::BAD_REQUEST, msg).into_response();
     }
     next.run(req).await
 }
@@ -185,7 +185,7 @@ async fn api_errors_in_json(
     };
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::CONTENT_TYPE);
-    (parts, axum::Json(serde_json::json!({"error": msg}))).into_response()
+    (parts, api::ApiError::new(status, msg)).into_response()
 }
 
 /// Mission Control sessions, stored in PostgreSQL: HttpOnly, SameSite=Strict
@@ -254,7 +254,7 @@ async fn same_origin_only(req: Request<axum::body::Body>, next: axum::middleware
             Some(_) => "cross-site request refused: the Origin header does not match this server",
             None => "cross-site request refused: this write has no Origin or Referer header (Mission Control takes writes from its own pages only)",
         };
-        (StatusCode::FORBIDDEN, axum::Json(serde_json::json!({"error": msg}))).into_response()
+        api::ApiError::new(StatusCode::FORBIDDEN, msg).into_response()
     }
 }
 
