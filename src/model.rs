@@ -256,3 +256,43 @@ pub struct ApiKey {
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Mission Control reads a log's detail back from its JSON: the flattened log's
+    /// numbers too, and the event data's numbers digit for digit.
+    #[test]
+    fn a_log_detail_survives_its_json() {
+        let at = DateTime::parse_from_rfc3339("2026-12-04T00:00:00Z").unwrap().with_timezone(&Utc);
+        let detail = LogDetail {
+            log: EventLog {
+                id: Uuid::nil(),
+                event_id: Uuid::nil(),
+                trigger: "t".into(),
+                event_type: "amounts".into(),
+                status: Status::Failed,
+                attempts: 3,
+                created_at: at,
+                deliver_at: at,
+                next_attempt_at: None,
+                last_error: Some("HTTP 500".into()),
+            },
+            data: serde_json::from_str(r#"{"big": 123456789012345678901234567890}"#).unwrap(),
+            invocations: vec![Invocation {
+                id: Uuid::nil(),
+                started_at: at,
+                duration_ms: 12,
+                status_code: Some(500),
+                request_headers: serde_json::json!({"content-type": "application/json"}),
+                request_body: "{}".into(),
+                response_body: None,
+                error: None,
+            }],
+        };
+        let text = serde_json::to_string(&detail).unwrap();
+        assert!(text.contains(r#""big":123456789012345678901234567890"#), "{text}");
+        assert_eq!(serde_json::from_str::<LogDetail>(&text).unwrap(), detail);
+    }
+}

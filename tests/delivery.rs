@@ -294,3 +294,40 @@ async fn the_ssrf_guard_refuses_private_addresses_at_delivery_time(pool: PgPool)
     assert_eq!(allowed.settled(reply["eventId"].as_str().unwrap()).await, vec![Status::Processed, Status::Processed]);
     assert_eq!(rx.count(), 2);
 }
+
+/// The receiver gets the numbers the caller queued, digit for digit, whether the
+/// event is delivered as it is stored or later from the database, and the
+/// history shows them so: JSON numbers are not all f64s (an id of 30 digits, a
+/// decimal with 34 significant digits).
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn numbers_arrive_exactly_as_queued(pool: PgPool) {
+    let h = Herald::start(pool.clone()).await;
+    let rx = Receiver::start().await;
+    h.trigger("exact", "amounts", &rx.url("/n"), json!({})).await;
+    let data = r#"{"big":123456789012345678901234567890,"dec":0.1000000000000000055511151231257827,"neg":-98765432109876543210,"u":18446744073709551615,"f":1.5}"#;
+    let queue = |extra: &str| {
+        let body = format!(r#"{{"type":"amounts","data":{data}{extra}}}"#);
+        h.send(h.http.post(format!("{}/v1/api/default/eventing/queue", h.base)).body(body))
+    };
+    // Delivered as stored, and a second after, from the database.
+    let (s, now) = queue("").await;
+    assert_eq!(s, 200, "{now}");
+    let (s, later) = queue(r#","delay":1"#).await;
+    assert_eq!(s, 200, "{later}");
+    for reply in [&now, &later] {
+        h.settled(reply["eventId"].as_str().unwrap()).await;
+    }
+    // Key order is JSON's business, not the digits'.
+    let exact = ["\"big\":123456789012345678901234567890", "\"dec\":0.1000000000000000055511151231257827",
+        "\"neg\":-98765432109876543210", "\"u\":18446744073709551615", "\"f\":1.5"];
+    let got = rx.received();
+    assert_eq!(got.len(), 2);
+    for r in &got {
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(exact.iter().all(|n| body.contains(n)), "{body}");
+    }
+    let id = h.logs(now["eventId"].as_str().unwrap()).await[0].id;
+    let detail = h.http.get(format!("{}/v1/api/default/eventing/logs/{id}", h.base)).bearer_auth(&h.key).send().await.unwrap();
+    let text = detail.text().await.unwrap();
+    assert!(exact.iter().all(|n| text.contains(n)), "{text}");
+}
