@@ -105,6 +105,25 @@ async fn history_filters_and_keyset_pages(pool: PgPool) {
     let (s, b) = get("status=bogus".into()).await;
     assert_eq!(s, 400);
     assert!(b["error"].as_str().unwrap().contains("`status`"));
+    // A time PostgreSQL cannot hold, or a window that ends before it starts, is
+    // bad input that names the field, in every read and in a replay.
+    for (q, says) in [
+        ("logs?from=-5000-01-01", "`from`"),
+        ("logs?to=+200000-01-01T00:00:00Z", "`to`"),
+        ("logs?from=2027-01-01&to=2026-01-01", "`from`"),
+        ("dead-letters?from=-5000-01-01", "`from`"),
+        ("dead-letters?from=2027-01-01&to=2026-01-01", "`from`"),
+    ] {
+        let (s, b) = h.send(h.http.get(format!("{}{API}/{q}", h.base))).await;
+        assert_eq!(s, 400, "{q}: {b}");
+        assert!(b["error"].as_str().unwrap().contains(says), "{q}: {b}");
+    }
+    h.trigger("r", "r", "http://x.test/", json!({})).await;
+    for body in [json!({"from": "-5000-01-01"}), json!({"from": "2027-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"})] {
+        let (s, b) = h.post(&format!("{API}/triggers/r/replay"), body.clone()).await;
+        assert_eq!(s, 400, "{body}: {b}");
+        assert!(b["error"].as_str().unwrap().contains("`from`"), "{body}: {b}");
+    }
 }
 
 #[sqlx::test(migrator = "herald::store::MIGRATOR")]

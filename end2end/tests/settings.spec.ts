@@ -92,6 +92,14 @@ test('changing the password: wrong current password, mismatch, then success and 
   };
   await change('not-it', 'another-password');
   await expect(form.getByRole('alert')).toHaveText('the current password is wrong');
+  // Guesses at the current password go through the sign-in throttle: sent at
+  // once from a signed-in session, all but one are refused unchecked.
+  const guesses = await Promise.all(['guess-1', 'guess-2', 'guess-3', 'guess-4', 'guess-5'].map((current) =>
+    page.request.post('/api/change_password', {
+      form: { current, new: 'another-password', repeat: 'another-password' },
+      headers: { origin: new URL(baseURL!).origin },
+    }).then((r) => r.text())));
+  expect(guesses.filter((g) => g.includes('too many wrong passwords')).length, guesses.join('\n')).toBeGreaterThanOrEqual(4);
   await change(PASSWORD, 'another-password', 'another-passw0rd');
   await expect(form.getByRole('alert')).toHaveText(/the two new passwords differ/);
   await change(PASSWORD, 'short');

@@ -449,6 +449,11 @@ pub async fn change_password(current: String, new: String, repeat: String) -> Re
             return Err(AppError::Invalid { field: Some("repeat".into()), message: "`repeat`: the two new passwords differ".into() });
         }
         let user = server::current_user(&engine).await?.ok_or(AppError::SignedOut)?;
+        // Under the sign-in throttle: a stolen session must not be a way to guess
+        // the password at the speed of argon2.
+        if !server::password_is_right(&engine, &user, &current).await? {
+            return Err(AppError::Invalid { field: Some("current".into()), message: "`current`: the current password is wrong".into() });
+        }
         engine.change_admin_password(&user, &current, &new).await.map_err(server::engine_error)?;
         // Every other session of this user is now signed out; this one stays.
         server::remember_password_version(&engine, &user).await
@@ -567,41 +572,50 @@ pub(crate) mod server {
 
     pub async fn login(user: String, password: String) -> Result<(), AppError> {
         let engine = use_context::<Engine>().ok_or_else(|| internal("no engine in context"))?;
-        let throttle = use_context::<std::sync::Arc<LoginThrottle>>().ok_or_else(|| internal("no throttle"))?;
-        let source = leptos_axum::extract::<axum::extract::ConnectInfo<SocketAddr>>()
-            .await
-            .map(|c| throttle_key(c.0.ip()))
-            .unwrap_or_else(|_| "unknown".into());
         if !crate::engine::admins::plausible_username(&user) {
             return Err(AppError::Invalid { field: None, message: "wrong user name or password".into() });
         }
-        // The wait after failures comes before the check, per address and per
-        // user name: guesses sent in parallel are refused, not checked.
-        let until = match throttle.begin(&source, &user, std::time::Instant::now()) {
-            Ok(until) => until,
-            Err(wait) => {
-                return Err(AppError::Invalid {
-                    field: None,
-                    message: format!(
-                        "too many failed sign-ins for this user name or address; try again in {} s",
-                        wait.as_secs_f64().ceil().max(1.0)
-                    ),
-                })
-            }
-        };
-        if !engine.check_admin_password(&user, &password).await.map_err(engine_error)? {
-            // Answered once the wait is over: a client that waits for the answer
-            // before trying again is never refused.
-            tokio::time::sleep_until(until.into()).await;
+        if !password_is_right(&engine, &user, &password).await? {
             return Err(AppError::Invalid { field: None, message: "wrong user name or password".into() });
         }
-        throttle.succeeded(&source, &user);
         let session = session().await?;
         // A new session id on sign-in: a planted cookie cannot ride the new session.
         session.cycle_id().await.map_err(internal)?;
         remember_password_version(&engine, &user).await?;
         session.insert(USER_KEY, user).await.map_err(internal)?;
         Ok(())
+    }
+
+    /// Checks a user's password under the sign-in throttle (sign-in, and the
+    /// current password of a password change). The wait after failures comes
+    /// before the check, per address and per user name: guesses sent in parallel
+    /// are refused, not checked.
+    pub async fn password_is_right(engine: &Engine, user: &str, password: &str) -> Result<bool, AppError> {
+        let throttle = use_context::<std::sync::Arc<LoginThrottle>>().ok_or_else(|| internal("no throttle"))?;
+        let source = leptos_axum::extract::<axum::extract::ConnectInfo<SocketAddr>>()
+            .await
+            .map(|c| throttle_key(c.0.ip()))
+            .unwrap_or_else(|_| "unknown".into());
+        let until = match throttle.begin(&source, user, std::time::Instant::now()) {
+            Ok(until) => until,
+            Err(wait) => {
+                return Err(AppError::Invalid {
+                    field: None,
+                    message: format!(
+                        "too many wrong passwords for this user name or address; try again in {} s",
+                        wait.as_secs_f64().ceil().max(1.0)
+                    ),
+                })
+            }
+        };
+        if !engine.check_admin_password(user, password).await.map_err(engine_error)? {
+            // Answered once the wait is over: a client that waits for the answer
+            // before trying again is never refused.
+            tokio::time::sleep_until(until.into()).await;
+            return Ok(false);
+        }
+        throttle.succeeded(&source, user);
+        Ok(true)
     }
 
     /// The address sign-ins are throttled by: an IPv4 address, or an IPv6 /64 (one

@@ -54,13 +54,29 @@ fn parse_time(field: &str, v: &str) -> Result<DateTime<Utc>, EngineError> {
                 "`{field}` '{v}' is not a time: use RFC 3339 such as 2026-01-31T12:00:00Z, or 2026-01-31 12:00 for UTC"
             ))
         })
+        .and_then(|t| {
+            // PostgreSQL's timestamps run from 4713 BC to 294276 AD; chrono's further.
+            if (1..=9999).contains(&chrono::Datelike::year(&t)) {
+                Ok(t)
+            } else {
+                Err(invalid(format!("`{field}` '{v}' is outside the years 1 to 9999")))
+            }
+        })
+}
+
+/// A window whose end comes before its start finds nothing: refused as a mistake.
+fn ordered(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<Window, EngineError> {
+    match (from, to) {
+        (Some(f), Some(t)) if f > t => Err(invalid(format!("`from` ({}) is after `to` ({})", f.to_rfc3339(), t.to_rfc3339()))),
+        _ => Ok((from, to)),
+    }
 }
 
 /// An optional `from` and `to`, each RFC 3339 when given (empty means none).
 type Window = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 fn window(from: Option<&str>, to: Option<&str>) -> Result<Window, EngineError> {
     let time = |field, v: Option<&str>| v.filter(|s| !s.is_empty()).map(|v| parse_time(field, v)).transpose();
-    Ok((time("from", from)?, time("to", to)?))
+    ordered(time("from", from)?, time("to", to)?)
 }
 
 /// Cursors are `<created_at in microseconds>.<id>`: opaque to callers, stable for us.
@@ -90,6 +106,7 @@ impl LogQuery {
             return Err(invalid(format!("`limit` must be between 1 and {MAX_PAGE}, not {limit}")));
         }
         let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let (from, to) = window(self.from.as_deref(), self.to.as_deref())?;
         Ok(LogFilter {
             status,
             trigger: non_empty(self.trigger),
@@ -97,8 +114,8 @@ impl LogQuery {
             event_id: non_empty(self.event)
                 .map(|e| Uuid::parse_str(&e).map_err(|_| invalid(format!("`event` '{e}' is not an event id"))))
                 .transpose()?,
-            from: non_empty(self.from).map(|v| parse_time("from", &v)).transpose()?,
-            to: non_empty(self.to).map(|v| parse_time("to", &v)).transpose()?,
+            from,
+            to,
             before: non_empty(self.cursor).map(|c| decode_cursor(&c)).transpose()?,
             limit,
         })
