@@ -97,3 +97,18 @@ test('the first visit to the sign-in page transfers under 1 MB, and a second vis
   console.log(`second visit to /login: ${second} bytes`);
   expect(second).toBeLessThan(100_000);
 });
+
+test('a project that does not exist is not found, and stores nothing', async ({ page, baseURL }) => {
+  await signIn(page);
+  const call = (endpoint: string, form: Record<string, string>) =>
+    page.request.post(`/api/${endpoint}`, { form, headers: { origin: new URL(baseURL!).origin } });
+  const fired = await call('fire_event', { project: 'no-such-project', event_type: 'evt', data: '1', synchronous: 'false' });
+  expect(fired.status()).toBe(404);
+  expect(await fired.text()).toContain("unknown project 'no-such-project'");
+  const summary = await call('log_summary', { project: 'no-such-project', window_hours: '1' });
+  expect(summary.status()).toBe(404);
+  // The page says so rather than showing an empty project.
+  await page.goto('/p/no-such-project/logs');
+  await hydrated(page);
+  await expect(page.getByText("unknown project 'no-such-project'").first()).toBeVisible();
+});

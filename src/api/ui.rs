@@ -131,7 +131,7 @@ pub async fn whoami() -> Result<Option<String>, AppError> {
 #[server(endpoint = "list_triggers")]
 pub async fn list_triggers(project: String) -> Result<Vec<Trigger>, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         engine.list_triggers(&project).await.map_err(server::engine_error)
     })
     .await
@@ -140,7 +140,7 @@ pub async fn list_triggers(project: String) -> Result<Vec<Trigger>, AppError> {
 #[server(endpoint = "trigger_health")]
 pub async fn trigger_health(project: String) -> Result<Vec<crate::model::TriggerHealth>, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         engine.trigger_health(&project).await.map_err(server::engine_error)
     })
     .await
@@ -149,7 +149,7 @@ pub async fn trigger_health(project: String) -> Result<Vec<crate::model::Trigger
 #[server(endpoint = "save_trigger", input = leptos::server_fn::codec::Json)]
 pub async fn save_trigger(project: String, form: TriggerForm, create: bool) -> Result<Trigger, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         let input = server::trigger_input(form)?;
         let saved = if create {
             engine.create_trigger(&project, input).await
@@ -185,7 +185,7 @@ pub async fn list_tables(db: String) -> Result<Vec<TableInfo>, AppError> {
 #[server(endpoint = "set_trigger_enabled")]
 pub async fn set_trigger_enabled(project: String, name: String, enabled: bool) -> Result<(), AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         engine.set_trigger_enabled(&project, &name, enabled).await.map_err(server::engine_error)
     })
     .await
@@ -194,7 +194,7 @@ pub async fn set_trigger_enabled(project: String, name: String, enabled: bool) -
 #[server(endpoint = "delete_trigger")]
 pub async fn delete_trigger(project: String, name: String) -> Result<(), AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         engine.delete_trigger(&project, &name).await.map(|_| ()).map_err(server::engine_error)
     })
     .await
@@ -204,7 +204,7 @@ pub async fn delete_trigger(project: String, name: String) -> Result<(), AppErro
 #[server(endpoint = "fire_event")]
 pub async fn fire_event(project: String, event_type: String, data: String, synchronous: bool) -> Result<FireResult, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         server::fire(&engine, &project, event_type, &data, synchronous).await
     })
     .await
@@ -226,7 +226,7 @@ pub struct LogFilters {
 #[server(endpoint = "log_summary")]
 pub async fn log_summary(project: String, window_hours: i64) -> Result<Summary, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         let hours = window_hours.clamp(1, 24 * 31) as u64;
         engine.summary(&project, std::time::Duration::from_secs(hours * 3600)).await.map_err(server::engine_error)
     })
@@ -236,7 +236,7 @@ pub async fn log_summary(project: String, window_hours: i64) -> Result<Summary, 
 #[server(endpoint = "list_logs", input = leptos::server_fn::codec::Json)]
 pub async fn list_logs(project: String, filters: LogFilters) -> Result<LogPage, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         let some = |s: String| (!s.is_empty()).then_some(s);
         let query = crate::engine::logs::LogQuery {
             status: some(filters.status),
@@ -256,7 +256,7 @@ pub async fn list_logs(project: String, filters: LogFilters) -> Result<LogPage, 
 #[server(endpoint = "log_detail")]
 pub async fn get_log_detail(project: String, id: String) -> Result<crate::model::LogDetail, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         let id = server::log_id(&id)?;
         engine.log_detail(&project, id).await.map_err(server::engine_error)
     })
@@ -266,7 +266,7 @@ pub async fn get_log_detail(project: String, id: String) -> Result<crate::model:
 #[server(endpoint = "redeliver_log")]
 pub async fn redeliver_log(project: String, id: String) -> Result<(), AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         engine.redeliver(&project, server::log_id(&id)?).await.map(|_| ()).map_err(server::engine_error)
     })
     .await
@@ -275,7 +275,7 @@ pub async fn redeliver_log(project: String, id: String) -> Result<(), AppError> 
 #[server(endpoint = "cancel_log")]
 pub async fn cancel_log(project: String, id: String) -> Result<(), AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         engine.cancel(&project, server::log_id(&id)?).await.map(|_| ()).map_err(server::engine_error)
     })
     .await
@@ -309,7 +309,7 @@ pub async fn create_project(id: String) -> Result<String, AppError> {
 #[server(endpoint = "list_api_keys")]
 pub async fn list_api_keys(project: String) -> Result<Vec<ApiKey>, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         engine.list_api_keys(&project).await.map_err(server::engine_error)
     })
     .await
@@ -319,7 +319,7 @@ pub async fn list_api_keys(project: String) -> Result<Vec<ApiKey>, AppError> {
 #[server(endpoint = "create_api_key")]
 pub async fn create_api_key(project: String, name: String, role: String) -> Result<String, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         let role = crate::engine::projects::Role::parse(&role).ok_or_else(|| AppError::Invalid {
             field: Some("role".into()),
             message: format!("`role`: '{role}' is not a role; use admin or queue"),
@@ -332,7 +332,7 @@ pub async fn create_api_key(project: String, name: String, role: String) -> Resu
 #[server(endpoint = "revoke_api_key")]
 pub async fn revoke_api_key(project: String, id: String) -> Result<(), AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         let id = uuid::Uuid::parse_str(&id).map_err(|_| AppError::NotFound(format!("no API key {id}")))?;
         engine.revoke_api_key(&project, id).await.map_err(server::engine_error)
     })
@@ -344,7 +344,7 @@ pub async fn revoke_api_key(project: String, id: String) -> Result<(), AppError>
 #[server(endpoint = "database_grants")]
 pub async fn database_grants(project: String) -> Result<Vec<(String, bool)>, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         let granted = engine.list_database_grants(Some(&project)).await.map_err(server::engine_error)?;
         Ok(engine
             .databases()
@@ -363,7 +363,7 @@ pub async fn database_grants(project: String) -> Result<Vec<(String, bool)>, App
 #[server(endpoint = "set_database_grant")]
 pub async fn set_database_grant(project: String, alias: String, granted: bool) -> Result<(), AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         let done = if granted {
             engine.grant_database(&project, &alias).await
         } else {
@@ -378,7 +378,7 @@ pub async fn set_database_grant(project: String, alias: String, granted: bool) -
 #[server(endpoint = "retention_days")]
 pub async fn retention_days(project: String) -> Result<i32, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         engine.retention_days(&project).await.map_err(server::engine_error)
     })
     .await
@@ -388,7 +388,7 @@ pub async fn retention_days(project: String) -> Result<i32, AppError> {
 #[server(endpoint = "set_retention")]
 pub async fn set_retention(project: String, days: String) -> Result<i32, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         let days: i64 = days.trim().parse().map_err(|_| AppError::Invalid {
             field: Some("retentionDays".into()),
             message: format!("`retentionDays`: '{}' is not a whole number of days", days.trim()),
@@ -402,7 +402,7 @@ pub async fn set_retention(project: String, days: String) -> Result<i32, AppErro
 #[server(endpoint = "dead_letters")]
 pub async fn dead_letters(project: String) -> Result<Vec<DeadLetterGroup>, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         engine.dead_letters(&project, None, None).await.map_err(server::engine_error)
     })
     .await
@@ -412,7 +412,7 @@ pub async fn dead_letters(project: String) -> Result<Vec<DeadLetterGroup>, AppEr
 #[server(endpoint = "replay_dead_letters")]
 pub async fn replay_dead_letters(project: String, trigger: String, error: String) -> Result<u64, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         engine.replay_failed(&project, &trigger, None, None, Some(&error)).await.map_err(server::engine_error)
     })
     .await
@@ -422,7 +422,7 @@ pub async fn replay_dead_letters(project: String, trigger: String, error: String
 #[server(endpoint = "project_secrets")]
 pub async fn project_secrets(project: String) -> Result<(String, String), AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         engine.project_secrets(&project).await.map_err(server::engine_error)
     })
     .await
@@ -432,7 +432,7 @@ pub async fn project_secrets(project: String) -> Result<(String, String), AppErr
 #[server(endpoint = "rotate_secret")]
 pub async fn rotate_secret(project: String, kind: String) -> Result<String, AppError> {
     server::respond(async move {
-        let engine = server::signed_in().await?;
+        let engine = server::signed_in_to(&project).await?;
         let kind = crate::engine::projects::SecretKind::parse(&kind)
             .ok_or_else(|| AppError::Invalid { field: None, message: format!("no secret called '{kind}'; use jwt or signing") })?;
         engine.rotate_secret(&project, kind).await.map_err(server::engine_error)
@@ -531,6 +531,16 @@ pub(crate) mod server {
 
     pub async fn session() -> Result<tower_sessions::Session, AppError> {
         leptos_axum::extract::<tower_sessions::Session>().await.map_err(internal)
+    }
+
+    /// The engine, once the session is signed in and `project` exists: a project
+    /// that does not exist is not found, not an empty project that stores events.
+    pub async fn signed_in_to(project: &str) -> Result<Engine, AppError> {
+        let engine = signed_in().await?;
+        if !engine.project_exists(project).await.map_err(engine_error)? {
+            return Err(AppError::NotFound(format!("unknown project '{project}'")));
+        }
+        Ok(engine)
     }
 
     /// The engine, once the session is known to be signed in.

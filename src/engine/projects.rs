@@ -172,6 +172,10 @@ impl Engine {
         }
     }
 
+    pub async fn project_exists(&self, project: &str) -> Result<bool, EngineError> {
+        Ok(store::projects::get(self.pool(), project).await?.is_some())
+    }
+
     pub async fn list_projects(&self) -> Result<Vec<String>, EngineError> {
         Ok(store::projects::list(self.pool()).await?)
     }
