@@ -562,7 +562,9 @@ pub(crate) mod server {
         let Some(user) = session.get::<String>(USER_KEY).await.map_err(internal)? else {
             return Ok(None);
         };
-        let seen = session.get::<i64>(PASSWORD_VERSION_KEY).await.map_err(internal)?;
+        let seen = session.get::<serde_json::Value>(PASSWORD_VERSION_KEY).await.map_err(internal)?.and_then(|v| {
+            v.as_str().and_then(|s| s.parse::<i64>().ok()).or_else(|| v.as_i64())
+        });
         let now = engine.admin_password_version(&user).await.map_err(engine_error)?;
         if now.is_none() || seen != now {
             // Signed out, but the session is left as it is: this runs while a
@@ -577,7 +579,9 @@ pub(crate) mod server {
 
     pub async fn remember_password_version(engine: &Engine, user: &str) -> Result<(), AppError> {
         let version = engine.admin_password_version(user).await.map_err(engine_error)?;
-        session().await?.insert(PASSWORD_VERSION_KEY, version).await.map_err(internal)
+        // As text: sessions are stored as MessagePack, and serde_json's exact
+        // numbers (arbitrary_precision) do not survive it as numbers.
+        session().await?.insert(PASSWORD_VERSION_KEY, version.map(|v| v.to_string())).await.map_err(internal)
     }
 
     pub async fn login(user: String, password: String) -> Result<(), AppError> {
