@@ -398,22 +398,34 @@ pub async fn set_retention(project: String, days: String) -> Result<i32, AppErro
     .await
 }
 
-/// The dead letters: failed event logs grouped by trigger and last error.
+/// The dead letters: failed event logs grouped by trigger and last error, of
+/// those created in the window `from`..`to` (either may be empty).
 #[server(endpoint = "dead_letters")]
-pub async fn dead_letters(project: String) -> Result<Vec<DeadLetterGroup>, AppError> {
+pub async fn dead_letters(project: String, from: String, to: String) -> Result<Vec<DeadLetterGroup>, AppError> {
     server::respond(async move {
         let engine = server::signed_in_to(&project).await?;
-        engine.dead_letters(&project, None, None).await.map_err(server::engine_error)
+        engine.dead_letters(&project, Some(&from), Some(&to)).await.map_err(server::engine_error)
     })
     .await
 }
 
-/// Replays one dead-letter group; returns how many event logs are due again.
+/// Replays one dead-letter group, within the window; returns how many event logs
+/// are due again.
 #[server(endpoint = "replay_dead_letters")]
-pub async fn replay_dead_letters(project: String, trigger: String, error: String) -> Result<u64, AppError> {
+pub async fn replay_dead_letters(project: String, trigger: String, error: String, from: String, to: String) -> Result<u64, AppError> {
     server::respond(async move {
         let engine = server::signed_in_to(&project).await?;
-        engine.replay_failed(&project, &trigger, None, None, Some(&error)).await.map_err(server::engine_error)
+        engine.replay_failed(&project, &trigger, Some(&from), Some(&to), Some(&error)).await.map_err(server::engine_error)
+    })
+    .await
+}
+
+/// Replays every dead letter created in the window, of every trigger.
+#[server(endpoint = "replay_dead_letters_in_window")]
+pub async fn replay_dead_letters_in_window(project: String, from: String, to: String) -> Result<u64, AppError> {
+    server::respond(async move {
+        let engine = server::signed_in_to(&project).await?;
+        engine.replay_window(&project, Some(&from), Some(&to)).await.map_err(server::engine_error)
     })
     .await
 }

@@ -206,6 +206,24 @@ impl Engine {
 
     /// The dead letters: failed event logs in a time window, grouped by trigger and
     /// last error.
+    /// Replays the failed event logs created in the window, of every trigger that
+    /// has some: the dead letters of a time range. A group whose trigger was
+    /// deleted is left (there is nothing to deliver it to).
+    pub async fn replay_window(&self, project: &str, from: Option<&str>, to: Option<&str>) -> Result<u64, EngineError> {
+        let mut triggers: Vec<String> = self.dead_letters(project, from, to).await?.into_iter().map(|g| g.trigger).collect();
+        triggers.sort_unstable();
+        triggers.dedup();
+        let mut replayed = 0;
+        for trigger in triggers {
+            match self.replay_failed(project, &trigger, from, to, None).await {
+                Ok(n) => replayed += n,
+                Err(EngineError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(replayed)
+    }
+
     pub async fn dead_letters(
         &self,
         project: &str,
