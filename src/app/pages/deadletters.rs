@@ -36,7 +36,10 @@ pub fn DeadLetters() -> impl IntoView {
                 <input name="to" placeholder="2026-02-01 12:00" prop:value=to
                     on:change=move |ev| set_to.set(event_target_value(&ev).trim().to_string())/>
             </label>
-            <button type="button" disabled=busy on:click=move |_| {
+            // Without a range it would replay every dead letter of the project at
+            // once: each group's own Replay does that, one group at a time.
+            <button type="button" disabled=move || busy() || (from.get().is_empty() && to.get().is_empty())
+                title="Set From or To first" on:click=move |_| {
                 replay_window.dispatch(ReplayDeadLettersInWindow {
                     project: project.get_untracked(), from: from.get_untracked(), to: to.get_untracked(),
                 });
