@@ -464,9 +464,9 @@ pub async fn change_password(current: String, new: String, repeat: String) -> Re
         // Under the sign-in throttle: a stolen session must not be a way to guess
         // the password at the speed of argon2.
         if !server::password_is_right(&engine, &user, &current).await? {
-            return Err(AppError::Invalid { field: Some("current".into()), message: "`current`: the current password is wrong".into() });
+            return Err(AppError::Invalid { field: Some("current".into()), message: crate::engine::admins::WRONG_CURRENT_PASSWORD.into() });
         }
-        engine.change_admin_password(&user, &current, &new).await.map_err(server::engine_error)?;
+        engine.replace_checked_admin_password(&user, &current, &new).await.map_err(server::engine_error)?;
         // Every other session of this user is now signed out; this one stays.
         server::remember_password_version(&engine, &user).await
     })

@@ -66,6 +66,9 @@ async fn hash_password_off_the_runtime(password: &str) -> Result<String, EngineE
     off_the_runtime(move || hash_password(&password)).await?
 }
 
+/// What a password change with the wrong current password is told.
+pub const WRONG_CURRENT_PASSWORD: &str = "`current`: the current password is wrong";
+
 impl Engine {
     /// Sets (or creates the account with) a password.
     pub async fn set_admin_password(&self, user: &str, password: &str) -> Result<(), EngineError> {
@@ -94,8 +97,14 @@ impl Engine {
     /// Changes a user's password after checking the current one.
     pub async fn change_admin_password(&self, user: &str, current: &str, new: &str) -> Result<(), EngineError> {
         if !self.check_admin_password(user, current).await? {
-            return Err(EngineError::Invalid("`current`: the current password is wrong".into()));
+            return Err(EngineError::Invalid(WRONG_CURRENT_PASSWORD.into()));
         }
+        self.replace_checked_admin_password(user, current, new).await
+    }
+
+    /// A password change whose current password the caller has already checked
+    /// (Mission Control does, under the sign-in throttle), so it is not hashed twice.
+    pub async fn replace_checked_admin_password(&self, user: &str, current: &str, new: &str) -> Result<(), EngineError> {
         if current == new {
             return Err(EngineError::Invalid("`new`: the new password is the same as the current one".into()));
         }

@@ -148,7 +148,7 @@ impl Engine {
         if name.chars().any(char::is_control) {
             return Err(EngineError::Invalid("`name` may not contain control characters".into()));
         }
-        if store::projects::get(self.pool(), project).await?.is_none() {
+        if !self.project_exists(project).await? {
             return Err(EngineError::NotFound(format!("unknown project '{project}'")));
         }
         let secret: String = rand::thread_rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect();
