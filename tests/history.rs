@@ -301,7 +301,7 @@ async fn spread_history(pool: &PgPool, n: i64, hours: i64) {
          )
          INSERT INTO event_logs (id, event_id, project, trigger_name, event_type, status, attempts, next_attempt_at,
                                  created_at, lease_until, last_error, paused)
-         SELECT herald_uuid_v7(), g.event_id, 'default', 'trigger' || (g.i % 5), g.type,
+         SELECT herald_uuid_at(g.at), g.event_id, 'default', 'trigger' || (g.i % 5), g.type,
                 (ARRAY['processed', 'processed', 'processed', 'failed', 'cancelled', 'pending', 'scheduled', 'processing'])[1 + g.i % 8],
                 1, g.at, g.at,
                 CASE WHEN g.i % 8 = 7 THEN now() + interval '1 hour' END,
@@ -389,6 +389,9 @@ async fn every_list_filter_pages_through_what_a_scan_finds(pool: PgPool) {
 /// starts from the index made for it, never from a scan of the whole history.
 #[sqlx::test(migrator = "herald::store::MIGRATOR")]
 async fn each_list_filter_is_served_by_its_index(pool: PgPool) {
+    // In daily partitions, as a node that has run for the week keeps it.
+    let day = chrono::Duration::days(1);
+    herald::store::partitions::create_until(&pool, Some(Utc::now() - day * 8), Utc::now() + day, day).await.unwrap();
     spread_history(&pool, 40_000, 24 * 7).await;
     sqlx::query("ANALYZE").execute(&pool).await.unwrap();
     let cases = [
@@ -411,9 +414,20 @@ async fn each_list_filter_is_served_by_its_index(pool: PgPool) {
         herald::store::history::push_list(&mut q, "default", &f);
         let plan: Vec<String> = q.build_query_scalar().fetch_all(&pool).await.unwrap();
         let plan = plan.join("\n");
-        assert!(plan.contains(&format!(" {index} ")) || plan.contains(&format!(" {index}\n")) || plan.ends_with(index),
-            "{f:?} should use {index}:\n{plan}");
-        assert!(!plan.contains("Seq Scan on event_logs"), "{f:?} scans the history:\n{plan}");
+        // The index of a partition is named after its partition.
+        let leaves: Vec<String> =
+            sqlx::query_scalar("SELECT relid::regclass::text FROM pg_partition_tree($1::regclass) WHERE isleaf")
+                .bind(index)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert!(leaves.len() > 7, "{index} has {} partitions", leaves.len());
+        assert!(leaves.iter().any(|l| plan.contains(&format!(" {l} "))), "{f:?} should use {index}:\n{plan}");
+        // Only partitions with nothing in them (cost 0) may be read whole.
+        assert!(
+            plan.lines().filter(|l| l.contains("Seq Scan on event_logs")).all(|l| l.contains("(cost=0.00..0.00 ")),
+            "{f:?} scans the history:\n{plan}"
+        );
     }
 }
 
@@ -465,7 +479,8 @@ async fn retention_takes_the_counts_of_what_it_removes(pool: PgPool) {
     assert_eq!(kept, scanned, "counts kept as logs end");
 
     herald::store::projects::insert_if_missing(&pool, "default", "a-jwt-secret", "a-signing-secret").await.unwrap();
-    assert!(herald::store::retention::set_retention_days(&pool, "default", 5).await.unwrap());
+    // Batches leave a partition's width (a day) to the partitions: 4 days keep 5.
+    assert!(herald::store::retention::set_retention_days(&pool, "default", 4).await.unwrap());
     let removed = herald::store::retention::apply(&pool, 1000).await.unwrap();
     // The logs span 6 days: those of the oldest day, three in four of them ended.
     assert!(removed.event_logs > 50, "{removed:?}");
@@ -475,7 +490,9 @@ async fn retention_takes_the_counts_of_what_it_removes(pool: PgPool) {
     let expected = scanned_counts(&pool, "default", Utc::now() - chrono::Duration::days(30)).await;
     assert_eq!(summary.counts, expected);
     let oldest: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM event_log_counts WHERE bucket < now() - interval '6 days'")
+        sqlx::query_scalar(
+            "SELECT count(*) FROM event_log_counts WHERE bucket + interval '1 hour' < now() - interval '5 days 1 minute'",
+        )
             .fetch_one(&pool)
             .await
             .unwrap();
@@ -611,9 +628,13 @@ async fn a_filtered_list_reads_a_page_not_the_backlog(pool: PgPool) {
     }
 }
 
-/// Leaf density of an index, in percent (pgstattuple, which PostgreSQL ships).
+/// Leaf density of an index, in percent (pgstattuple, which PostgreSQL ships): of
+/// its largest partition's index, where the history of the test is.
 async fn leaf_density(pool: &PgPool, index: &str) -> (f64, i64) {
-    sqlx::query_as("SELECT avg_leaf_density, leaf_pages FROM pgstatindex($1)")
+    sqlx::query_as(
+        "SELECT s.avg_leaf_density, s.leaf_pages FROM pg_partition_tree($1::regclass) p
+         CROSS JOIN LATERAL pgstatindex(p.relid) s WHERE p.isleaf ORDER BY s.leaf_pages DESC LIMIT 1",
+    )
         .bind(index)
         .fetch_one(pool)
         .await
@@ -652,4 +673,182 @@ async fn list_indexes_stay_dense_as_the_history_grows(pool: PgPool) {
         let (density, pages) = leaf_density(&pool, index).await;
         assert!(density >= 75.0, "{index}: leaf pages {density:.0} % full on average ({pages} pages for {EVENTS} logs)");
     }
+}
+
+/// The table a row is in: a partition's name.
+async fn partition_of(pool: &PgPool, table: &str, column: &str, id: Uuid) -> Option<String> {
+    sqlx::query_scalar(&format!("SELECT tableoid::regclass::text FROM {table} WHERE {column} = $1 LIMIT 1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+/// SPEC §9 "no bloat": once every project's retention has passed a day, its
+/// partitions are dropped whole, not deleted row by row. What has not ended (a log
+/// scheduled for next year, a pending and a processing one) moves to the default
+/// partition with its attempts and its event, as does an event that a younger log
+/// in another partition points to. The counts of the day go with it.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn retention_drops_whole_partitions_and_keeps_what_has_not_ended(pool: PgPool) {
+    use herald::store::{partitions, retention};
+    let day = chrono::Duration::days(1);
+    herald::store::projects::insert_if_missing(&pool, "default", "a-jwt-secret", "a-signing-secret").await.unwrap();
+    partitions::create_until(&pool, Some(Utc::now() - day * 40), Utc::now() + day, day).await.unwrap();
+    let before = partitions::list(&pool).await.unwrap();
+    assert!(before.len() >= 41, "{} partitions", before.len());
+
+    let (gone_event, gone_logs) = old_event(&pool, "default", day * 35, &["processed", "failed", "cancelled"]).await;
+    let (scheduled_event, scheduled_logs) = old_event(&pool, "default", day * 35, &["scheduled"]).await;
+    let (mixed_event, mixed_logs) = old_event(&pool, "default", day * 35, &["processed", "pending", "processing"]).await;
+    let (lone_event, _) = old_event(&pool, "default", day * 35, &[]).await;
+    let (young_event, young_logs) = old_event(&pool, "default", day * 5, &["processed"]).await;
+    // An event of the old day with a log made in a young one.
+    let (crossing_event, _) = old_event(&pool, "default", day * 35, &[]).await;
+    sqlx::query("UPDATE event_logs SET event_id = $1 WHERE id = $2")
+        .bind(crossing_event)
+        .bind(young_logs[0])
+        .execute(&pool)
+        .await
+        .unwrap();
+    let old_partition = partition_of(&pool, "event_logs", "id", gone_logs[0]).await.unwrap();
+    assert!(old_partition.starts_with("event_logs_p"), "{old_partition}");
+    sqlx::query("UPDATE event_logs SET status = 'processed' WHERE id = $1")
+        .bind(mixed_logs[1])
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE event_logs SET status = 'pending' WHERE id = $1").bind(mixed_logs[1]).execute(&pool).await.unwrap();
+    // The logs above were stored ended, which no trigger counts: count them as a scan does.
+    for step in [
+        "DELETE FROM event_log_counts",
+        "INSERT INTO event_log_counts (project, span, bucket, status, n)
+         SELECT project, s.span, date_bin(s.step, created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00'), status, count(*)
+         FROM event_logs CROSS JOIN (VALUES ('hour', interval '1 hour'), ('minute', interval '1 minute')) AS s (span, step)
+         WHERE status IN ('processed', 'failed', 'cancelled') GROUP BY 1, 2, 3, 4",
+    ] {
+        sqlx::query(step).execute(&pool).await.unwrap();
+    }
+    let counted_before: i64 = sqlx::query_scalar("SELECT count(*) FROM event_log_counts").fetch_one(&pool).await.unwrap();
+
+    let removed = retention::apply(&pool, 1000).await.unwrap();
+    assert!(removed.partitions >= 5, "{removed:?}");
+    assert_eq!(removed.event_logs, 0, "the old day's logs went with their partition, not in batches: {removed:?}");
+    let exists_table: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(&old_partition)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(exists_table, None, "{old_partition} was not dropped");
+
+    for log in &gone_logs {
+        assert!(!exists(&pool, "event_logs", "id", *log).await);
+        assert!(!exists(&pool, "invocation_logs", "event_log_id", *log).await);
+    }
+    assert!(!exists(&pool, "events", "id", gone_event).await);
+    assert!(!exists(&pool, "events", "id", lone_event).await);
+    assert!(!exists(&pool, "event_logs", "id", mixed_logs[0]).await);
+    for (log, event) in [(scheduled_logs[0], scheduled_event), (mixed_logs[1], mixed_event), (mixed_logs[2], mixed_event)] {
+        assert_eq!(partition_of(&pool, "event_logs", "id", log).await.as_deref(), Some("event_logs_default"), "{log}");
+        assert_eq!(partition_of(&pool, "invocation_logs", "event_log_id", log).await.as_deref(), Some("invocation_logs_default"));
+        assert_eq!(partition_of(&pool, "events", "id", event).await.as_deref(), Some("events_default"));
+    }
+    let kept: (String, i32, Option<DateTime<Utc>>) =
+        sqlx::query_as("SELECT status, attempts, lease_until FROM event_logs WHERE id = $1")
+            .bind(mixed_logs[2])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((kept.0.as_str(), kept.1), ("processing", 1), "a kept log is as it was");
+    assert!(kept.2.is_some());
+    assert_eq!(partition_of(&pool, "events", "id", crossing_event).await.as_deref(), Some("events_default"));
+    assert!(exists(&pool, "events", "id", young_event).await, "young history was removed");
+
+    // The counts of the dropped days went with them; the rest agree with a scan.
+    let (kept_counts, scanned) = kept_and_scanned(&pool).await;
+    assert_eq!(kept_counts, scanned);
+    let counted_after: i64 = sqlx::query_scalar("SELECT count(*) FROM event_log_counts").fetch_one(&pool).await.unwrap();
+    assert!(counted_after < counted_before, "{counted_before} -> {counted_after}");
+
+    // Partitions reach two days ahead; nothing more to do on a second pass.
+    let newest = partitions::list(&pool).await.unwrap().pop().unwrap();
+    assert!(newest.hi_at >= Utc::now() + partitions::AHEAD, "{newest:?}");
+    let again = retention::apply(&pool, 1000).await.unwrap();
+    assert!(again.is_empty(), "{again:?}");
+
+    // A kept log ends later; the next batch of retention takes it from the default partition.
+    sqlx::query("UPDATE event_logs SET status = 'failed', lease_until = NULL WHERE id = $1")
+        .bind(mixed_logs[2])
+        .execute(&pool)
+        .await
+        .unwrap();
+    let removed = retention::apply(&pool, 1000).await.unwrap();
+    assert_eq!(removed.event_logs, 1, "{removed:?}");
+    let (kept_counts, scanned) = kept_and_scanned(&pool).await;
+    assert_eq!(kept_counts, scanned, "no count below zero is left");
+}
+
+/// The partitions migration keeps every row stored before it, in place (the
+/// legacy partition) or, for ids that sort after its moment (UUIDv4 ids of early
+/// builds), in the default partition; idempotency keys of the last day move to
+/// their own table and still answer with their first event.
+#[sqlx::test(migrations = false)]
+async fn the_partition_migration_keeps_every_row(pool: PgPool) {
+    let all: Vec<_> = herald::store::MIGRATOR.iter().cloned().collect();
+    let at = all.iter().position(|m| m.description.contains("time partitions")).expect("the partitions migration");
+    let before = sqlx::migrate::Migrator { migrations: std::borrow::Cow::Owned(all[..at].to_vec()), ..sqlx::migrate::Migrator::DEFAULT };
+    before.run(&pool).await.unwrap();
+    herald::store::projects::insert_if_missing(&pool, "default", "a-jwt-secret", "a-signing-secret").await.unwrap();
+    sqlx::query(
+        "WITH e AS (
+             INSERT INTO events (id, project, type, data, deliver_at, created_at, idempotency_key)
+             SELECT CASE WHEN i % 2 = 0 THEN gen_random_uuid() ELSE herald_uuid_at(now() - make_interval(hours => i)) END,
+                    'default', 't', jsonb_build_object('i', i), now(), now() - make_interval(hours => i),
+                    CASE WHEN i <= 4 THEN 'key' || i END
+             FROM generate_series(1, 400) i RETURNING id, created_at
+         ), l AS (
+             INSERT INTO event_logs (id, event_id, project, trigger_name, event_type, status, next_attempt_at, created_at)
+             SELECT CASE WHEN random() < 0.5 THEN gen_random_uuid() ELSE herald_uuid_at(created_at) END, id, 'default', 'hook',
+                    't', 'processed', now(), created_at
+             FROM e RETURNING id
+         )
+         INSERT INTO invocation_logs (id, event_log_id, attempt, started_at, duration_ms, request_headers, request_body)
+         SELECT gen_random_uuid(), id, 1, now(), 5, '{}', 'body' FROM l",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let snapshot = "SELECT (SELECT string_agg(id::text || data::text, ',' ORDER BY id) FROM events),
+                           (SELECT string_agg(id::text || event_id::text || status, ',' ORDER BY id) FROM event_logs),
+                           (SELECT string_agg(event_log_id::text || request_body, ',' ORDER BY event_log_id) FROM invocation_logs)";
+    let rows_before: (String, String, String) = sqlx::query_as(snapshot).fetch_one(&pool).await.unwrap();
+
+    herald::store::MIGRATOR.run(&pool).await.unwrap();
+    let rows_after: (String, String, String) = sqlx::query_as(snapshot).fetch_one(&pool).await.unwrap();
+    assert_eq!(rows_after, rows_before, "every row is kept");
+    let places: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT tableoid::regclass::text, count(*) FROM event_logs GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(places.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["event_logs_default", "event_logs_legacy"]);
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys").fetch_one(&pool).await.unwrap();
+    assert_eq!(keys, 4);
+
+    // Partitions made from here take their rows out of the default partition.
+    let made = herald::store::partitions::ensure_ahead(&pool).await.unwrap();
+    assert!(made >= 2, "{made}");
+    let rows_now: (String, String, String) = sqlx::query_as(snapshot).fetch_one(&pool).await.unwrap();
+    assert_eq!(rows_now, rows_before, "every row is kept");
+
+    // A key stored before answers with its event.
+    let h = Herald::start(pool.clone()).await;
+    let first: Uuid = sqlx::query_scalar("SELECT event_id FROM idempotency_keys WHERE key = 'key1'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let (status, body) = h.queue(json!({"type": "t", "data": {}, "idempotencyKey": "key1"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["eventId"].as_str(), Some(first.to_string().as_str()), "{body}");
 }

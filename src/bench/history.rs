@@ -95,15 +95,12 @@ fn free_bytes(t: &Target) -> Option<u64> {
 }
 
 async fn table_sizes(db: &PgPool) -> Result<String> {
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT relname::text, pg_table_size(oid), pg_indexes_size(oid) FROM pg_class
-         WHERE relname IN ('events', 'event_logs', 'invocation_logs', 'event_log_counts') ORDER BY relname",
-    )
-    .fetch_all(db)
-    .await?;
+    let rows = crate::store::partitions::sizes(db, &["events", "event_logs", "invocation_logs", "event_log_counts"]).await?;
     Ok(rows
         .iter()
-        .map(|(n, t, i)| format!("{n} {:.0} MB + indexes {:.0} MB", *t as f64 / 1e6, *i as f64 / 1e6))
+        .map(|(n, t, i, parts)| {
+            format!("{n} {:.0} MB + indexes {:.0} MB ({parts} partitions)", *t as f64 / 1e6, *i as f64 / 1e6)
+        })
         .collect::<Vec<_>>()
         .join(", "))
 }

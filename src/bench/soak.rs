@@ -164,27 +164,17 @@ fn print_slow_seconds(timeline: &super::Timeline) {
 
 /// Table and index sizes (MB) of the history's tables.
 async fn sizes(db: &PgPool) -> Result<serde_json::Value> {
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT relname::text, pg_table_size(oid), pg_indexes_size(oid) FROM pg_class
-         WHERE relname IN ('events', 'event_logs', 'invocation_logs') ORDER BY relname",
-    )
-    .fetch_all(db)
-    .await?;
+    let rows = crate::store::partitions::sizes(db, &["events", "event_logs", "invocation_logs"]).await?;
     let mut v = serde_json::Map::new();
-    for (name, table, indexes) in rows {
-        v.insert(name, json!({"table": table / 1_000_000, "indexes": indexes / 1_000_000}));
+    for (name, table, indexes, partitions) in rows {
+        v.insert(name, json!({"table": table / 1_000_000, "indexes": indexes / 1_000_000, "partitions": partitions}));
     }
     Ok(v.into())
 }
 
 /// Each index of `event_logs` with its size (MB), to tell which of them grows.
 async fn index_sizes(db: &PgPool) -> Result<serde_json::Value> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) FROM pg_index
-         WHERE indrelid = 'event_logs'::regclass ORDER BY 1",
-    )
-    .fetch_all(db)
-    .await?;
+    let rows = crate::store::partitions::index_sizes(db, "event_logs").await?;
     Ok(rows.into_iter().map(|(name, size)| (name, json!(size / 1_000_000))).collect::<serde_json::Map<_, _>>().into())
 }
 

@@ -53,7 +53,8 @@ impl Engine {
         loop {
             match self.apply_retention().await {
                 Ok(r) if r.is_empty() => {}
-                Ok(r) => tracing::info!(event_logs = r.event_logs, invocation_logs = r.invocation_logs,
+                Ok(r) => tracing::info!(partitions = r.partitions, partition_rows = r.partition_rows,
+                    event_logs = r.event_logs, invocation_logs = r.invocation_logs,
                     events = r.events, "retention removed old history"),
                 Err(e) => tracing::warn!(error = %e, "retention pass failed; the next one retries"),
             }

@@ -122,17 +122,42 @@ pub async fn enqueue_leasing(
     blocked: &[Uuid],
 ) -> Result<Vec<Stored>, sqlx::Error> {
     let keys: Vec<String> = events.iter().filter_map(|e| e.idempotency_key.clone()).collect();
-    if !keys.is_empty() {
-        // Keys are remembered for 24 h; an older holder gives its key up.
-        sqlx::query(
-            "UPDATE events SET idempotency_key = NULL
-             WHERE project = $1 AND idempotency_key = ANY($2) AND created_at < now() - interval '24 hours'",
-        )
+    // The events to insert: those without a key, and those whose key is free. A
+    // key names its first event for 24 hours (idempotency_keys); an older one, or
+    // one whose event is gone, is free again.
+    let fresh: Vec<&NewEvent>;
+    if keys.is_empty() {
+        fresh = events.iter().collect();
+    } else {
+        sqlx::query(&format!(
+            "DELETE FROM idempotency_keys k
+             WHERE k.project = $1 AND k.key = ANY($2)
+               AND (k.created_at < now() - interval '{}' OR NOT EXISTS (SELECT 1 FROM events e WHERE e.id = k.event_id))",
+            super::retention::IDEMPOTENCY_KEPT
+        ))
         .bind(project)
         .bind(&keys)
         .execute(&mut *conn)
         .await?;
+        let keyed: Vec<(&str, Uuid)> =
+            events.iter().filter_map(|e| e.idempotency_key.as_deref().map(|k| (k, e.id))).collect();
+        // In the batch's order: of two events with one key, the first takes it.
+        let won: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO idempotency_keys (project, key, event_id)
+             SELECT $1, k, id FROM UNNEST($2::text[], $3::uuid[]) WITH ORDINALITY AS u (k, id, n) ORDER BY n
+             ON CONFLICT DO NOTHING
+             RETURNING event_id",
+        )
+        .bind(project)
+        .bind(keyed.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(keyed.iter().map(|k| k.1).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+        let won: std::collections::HashSet<Uuid> = won.into_iter().collect();
+        fresh = events.iter().filter(|e| e.idempotency_key.is_none() || won.contains(&e.id)).collect();
     }
+    let events_in = events;
+    let events = &fresh;
 
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
@@ -142,14 +167,6 @@ pub async fn enqueue_leasing(
     let idem: Vec<Option<&str>> = events.iter().map(|e| e.idempotency_key.as_deref()).collect();
     let ordering: Vec<Option<&str>> = events.iter().map(|e| e.ordering_key.as_deref()).collect();
 
-    // Without keys no row can conflict (the unique index holds keyed rows only),
-    // and a plain INSERT spares each event ON CONFLICT's speculative insertion:
-    // its extra WAL record and second pass over the index.
-    let on_conflict = if keys.is_empty() {
-        ""
-    } else {
-        "ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
-    };
     let inserted: Vec<InsertedRow> = sqlx::query_as(&format!(
         "WITH input AS (
              SELECT * FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::bool[], $7::text[],
@@ -158,7 +175,6 @@ pub async fn enqueue_leasing(
          ), ins AS (
              INSERT INTO events (id, project, type, data, deliver_at, synchronous, idempotency_key, ordering_key)
              SELECT id, $1, type, data, deliver_at, synchronous, idempotency_key, ordering_key FROM input
-             {on_conflict}
              RETURNING id, type, data, deliver_at, created_at, ordering_key
          ), matched AS (
              SELECT ins.id, ins.type, ins.deliver_at, ins.ordering_key, t.name, t.id AS trigger_id, t.timeout_ms, t.url,
@@ -235,6 +251,7 @@ pub async fn enqueue_leasing(
 
     // Events whose key was already taken: answer with the first event.
     let mut earlier: std::collections::HashMap<String, Stored> = std::collections::HashMap::new();
+    let events = events_in;
     let taken: Vec<&str> = events
         .iter()
         .filter(|e| !by_id.contains_key(&e.id))
@@ -242,9 +259,10 @@ pub async fn enqueue_leasing(
         .collect();
     if !taken.is_empty() {
         let rows: Vec<(String, Uuid, DateTime<Utc>, Vec<Uuid>)> = sqlx::query_as(
-            "SELECT e.idempotency_key, e.id, e.deliver_at,
+            "SELECT k.key, e.id, e.deliver_at,
                     COALESCE((SELECT array_agg(l.id ORDER BY l.trigger_name) FROM event_logs l WHERE l.event_id = e.id), '{}')
-             FROM events e WHERE e.project = $1 AND e.idempotency_key = ANY($2)",
+             FROM idempotency_keys k JOIN events e ON e.id = k.event_id
+             WHERE k.project = $1 AND k.key = ANY($2)",
         )
         .bind(project)
         .bind(&taken)
@@ -402,10 +420,11 @@ pub async fn claim(
 ) -> Result<Vec<Job>, sqlx::Error> {
     sqlx::query_as(&format!(
         // The locked rows are updated by their physical address (ctid, stable while
-        // locked): a lookup by primary key would wade through the index entries of
-        // every earlier version of the row, which made large backlogs drain slower.
+        // locked, with the partition's tableoid): a lookup by primary key would wade
+        // through the index entries of every earlier version of the row, which made
+        // large backlogs drain slower.
         "WITH due AS (
-             SELECT l.ctid, t.enabled IS NOT FALSE AND t.circuit_opened_at IS NULL AS go,
+             SELECT l.tableoid AS toid, l.ctid, t.enabled IS NOT FALSE AND t.circuit_opened_at IS NULL AS go,
                     COALESCE(t.id = ANY($4) AND l.trigger_id IS NOT NULL, false) AS hold, COALESCE(t.timeout_ms, 0) AS timeout_ms
              FROM event_logs l LEFT JOIN event_triggers t ON {SAME_TRIGGER}
              WHERE l.status IN ('scheduled', 'pending') AND NOT l.paused AND l.next_attempt_at <= now()
@@ -415,12 +434,12 @@ pub async fn claim(
              FOR UPDATE OF l SKIP LOCKED
          ), paused AS (
              UPDATE event_logs l SET paused = true, held = due.go AND due.hold, updated_at = now()
-             FROM due WHERE l.ctid = due.ctid AND NOT (due.go AND NOT due.hold)
+             FROM due WHERE l.tableoid = due.toid AND l.ctid = due.ctid AND NOT (due.go AND NOT due.hold)
          ), c AS (
              UPDATE event_logs l
              SET status = 'processing', leased_by = $2, updated_at = now(),
                  lease_until = now() + make_interval(secs => $3 + due.timeout_ms / 1000.0)
-             FROM due WHERE l.ctid = due.ctid AND due.go AND NOT due.hold
+             FROM due WHERE l.tableoid = due.toid AND l.ctid = due.ctid AND due.go AND NOT due.hold
              RETURNING l.*
          )
          SELECT {JOB_COLUMNS} FROM c {JOB_JOINS}"
@@ -447,7 +466,7 @@ pub async fn claim_held(
         "WITH t AS (
              SELECT timeout_ms FROM event_triggers WHERE id = $1 AND enabled AND circuit_opened_at IS NULL
          ), due AS (
-             SELECT l.ctid FROM event_logs l
+             SELECT l.tableoid AS toid, l.ctid FROM event_logs l
              WHERE l.held AND l.trigger_id = $1 AND l.next_attempt_at <= now() AND EXISTS (SELECT 1 FROM t)
                AND l.status IN ('scheduled', 'pending')
                AND {KEY_HEAD}
@@ -458,7 +477,7 @@ pub async fn claim_held(
              UPDATE event_logs l
              SET status = 'processing', paused = false, held = false, leased_by = $3, updated_at = now(),
                  lease_until = now() + make_interval(secs => $4 + (SELECT timeout_ms FROM t) / 1000.0)
-             FROM due WHERE l.ctid = due.ctid
+             FROM due WHERE l.tableoid = due.toid AND l.ctid = due.ctid
              RETURNING l.*
          )
          SELECT {JOB_COLUMNS} FROM c {JOB_JOINS}"
@@ -477,11 +496,11 @@ pub async fn claim_held(
 pub async fn release_stuck_keys(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE event_logs l SET paused = false, key_wait = false, updated_at = now()
-         FROM (SELECT DISTINCT ON (trigger_id, ordering_key) ctid, trigger_id, ordering_key, event_id
+         FROM (SELECT DISTINCT ON (trigger_id, ordering_key) tableoid AS toid, ctid, trigger_id, ordering_key, event_id
                FROM event_logs
                WHERE key_wait AND status IN ('scheduled', 'pending', 'processing') AND ordering_key IS NOT NULL
                ORDER BY trigger_id, ordering_key, event_id) head
-         WHERE l.ctid = head.ctid AND l.key_wait
+         WHERE l.tableoid = head.toid AND l.ctid = head.ctid AND l.key_wait
            AND NOT EXISTS (SELECT 1 FROM event_logs o
                            WHERE o.trigger_id = head.trigger_id AND o.ordering_key = head.ordering_key
                              AND o.event_id < head.event_id AND o.status IN ('scheduled', 'pending', 'processing'))",
@@ -534,8 +553,8 @@ pub async fn claim_probes(pool: &PgPool, node: Uuid, margin: Duration, every: Du
              ORDER BY circuit_probe_at LIMIT 100
              FOR UPDATE SKIP LOCKED
          ), pick AS (
-             SELECT p.ctid, t.id AS trigger_id, t.timeout_ms FROM t CROSS JOIN LATERAL (
-                 SELECT l.ctid FROM event_logs l
+             SELECT p.toid, p.ctid, t.id AS trigger_id, t.timeout_ms FROM t CROSS JOIN LATERAL (
+                 SELECT l.tableoid AS toid, l.ctid FROM event_logs l
                  WHERE l.paused AND NOT l.key_wait AND l.project = t.project AND l.trigger_name = t.name
                    AND l.trigger_id = t.id
                    AND l.status IN ('scheduled', 'pending') AND l.next_attempt_at <= now()
@@ -552,7 +571,7 @@ pub async fn claim_probes(pool: &PgPool, node: Uuid, margin: Duration, every: Du
              UPDATE event_logs l
              SET status = 'processing', paused = false, held = false, leased_by = $1, updated_at = now(),
                  lease_until = now() + make_interval(secs => $2 + pick.timeout_ms / 1000.0)
-             FROM pick WHERE l.ctid = pick.ctid
+             FROM pick WHERE l.tableoid = pick.toid AND l.ctid = pick.ctid
              RETURNING l.*
          )
          SELECT {JOB_COLUMNS}, true AS probe FROM c {JOB_JOINS}"
@@ -964,14 +983,21 @@ async fn complete_batch_once(pool: &PgPool, node: Uuid, items: &[Completion]) ->
 pub async fn refresh_statistics(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
     let stale: Vec<String> = sqlx::query_scalar(
         "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-         WHERE s.relid IN ('events'::regclass, 'event_logs'::regclass)
+         WHERE s.relid IN (SELECT relid FROM pg_partition_tree('events') WHERE isleaf
+                           UNION ALL SELECT relid FROM pg_partition_tree('event_logs') WHERE isleaf)
            AND s.n_mod_since_analyze > GREATEST(1000, c.reltuples)",
     )
     .fetch_all(pool)
     .await?;
     for table in &stale {
-        // The names come from the fixed list above.
-        sqlx::query(&format!("ANALYZE {table}")).execute(pool).await?;
+        // The names are of Herald's own partitions, from the catalog. Retention may
+        // have dropped one since (undefined_table): nothing to analyze there.
+        match sqlx::query(&format!("ANALYZE {table}")).execute(pool).await {
+            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42P01") => {}
+            r => {
+                r?;
+            }
+        }
     }
     Ok(stale)
 }

@@ -4,6 +4,7 @@ pub mod admins;
 pub mod events;
 pub mod flow;
 pub mod history;
+pub mod partitions;
 pub mod projects;
 pub mod retention;
 pub mod triggers;

@@ -2,12 +2,20 @@
 //! `retentionDays`, their invocation logs, and the events left without any event
 //! log are removed. An event log that has not ended is never removed.
 //!
-//! Removal runs in small batches, each its own short transaction, found through
-//! the history index, so it never holds locks or a snapshot for long.
+//! Most history goes with its time partitions, dropped whole once every project's
+//! retention has passed them (store::partitions). What is left is removed in small
+//! batches, each its own short transaction, found through the history index, so it
+//! never holds locks or a snapshot for long: the history of a project that keeps
+//! less than the longest retention, and the rows of the default partition (stored
+//! before the partitions, or kept from a dropped one because they had not ended).
+//! The batches leave alone what a partition will take within a partition's width,
+//! so that a partition's history is dropped with it, not deleted row by row.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use super::partitions;
 
 /// Most event logs removed per transaction.
 pub const BATCH: i64 = 2000;
@@ -15,6 +23,11 @@ pub const BATCH: i64 = 2000;
 /// What one pass removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Removed {
+    /// Partitions dropped (each range's three).
+    pub partitions: u64,
+    /// Rows in them, as PostgreSQL's statistics last counted them.
+    pub partition_rows: u64,
+    /// Event logs removed in batches.
     pub event_logs: u64,
     pub invocation_logs: u64,
     pub events: u64,
@@ -26,6 +39,8 @@ impl Removed {
     }
 
     fn add(&mut self, o: Removed) {
+        self.partitions += o.partitions;
+        self.partition_rows += o.partition_rows;
         self.event_logs += o.event_logs;
         self.invocation_logs += o.invocation_logs;
         self.events += o.events;
@@ -47,9 +62,12 @@ pub async fn set_retention_days(pool: &PgPool, project: &str, days: i32) -> Resu
     Ok(r.rows_affected() == 1)
 }
 
-/// Every project with the moment before which its ended history goes.
-async fn cutoffs(pool: &PgPool) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, now() - make_interval(days => retention_days) FROM projects ORDER BY id")
+/// Every project with the moment before which batches remove its ended history:
+/// its retention, and `grace` more (a partition's width), which the partitions'
+/// drop takes first when the project keeps the longest retention.
+async fn cutoffs(pool: &PgPool, grace: chrono::Duration) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, now() - make_interval(days => retention_days) - $1 FROM projects ORDER BY id")
+        .bind(grace)
         .fetch_all(pool)
         .await
 }
@@ -57,12 +75,13 @@ async fn cutoffs(pool: &PgPool) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Er
 /// How long the per-minute counts are kept: they serve windows under a day.
 const MINUTE_COUNTS_KEPT: &str = "2 days";
 
-/// A project's kept counts that count nothing any more (their logs went), and
+/// A project's kept counts that count nothing any more (their logs went, or a
+/// dropped partition took their bucket before a batch removed the rest of it), and
 /// its per-minute counts older than two days.
 async fn remove_counts(pool: &PgPool, project: &str) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
         "DELETE FROM event_log_counts
-         WHERE project = $1 AND (n = 0 OR (span = 'minute' AND bucket < now() - interval '{MINUTE_COUNTS_KEPT}'))"
+         WHERE project = $1 AND (n <= 0 OR (span = 'minute' AND bucket < now() - interval '{MINUTE_COUNTS_KEPT}'))"
     ))
     .bind(project)
     .execute(pool)
@@ -125,7 +144,7 @@ async fn remove_batch(pool: &PgPool, project: &str, cutoff: DateTime<Utc>) -> Re
     .await?
     .rows_affected();
     tx.commit().await?;
-    Ok(Removed { event_logs: gone.len() as u64, invocation_logs: invocations, events })
+    Ok(Removed { event_logs: gone.len() as u64, invocation_logs: invocations, events, ..Removed::default() })
 }
 
 /// One batch of a project's events created before `cutoff` that never had an
@@ -168,18 +187,46 @@ pub async fn type_untyped(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(r.rows_affected())
 }
 
-/// Removes what every project's retention lets go, batch after batch, until
-/// nothing is left or `budget` batches ran (the next pass goes on).
+/// How long an idempotency key names its event.
+pub const IDEMPOTENCY_KEPT: &str = "24 hours";
+
+/// Forgets up to `BATCH` idempotency keys older than [`IDEMPOTENCY_KEPT`].
+async fn forget_keys(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(&format!(
+        "DELETE FROM idempotency_keys WHERE (project, key) IN (
+             SELECT project, key FROM idempotency_keys WHERE created_at < now() - interval '{IDEMPOTENCY_KEPT}'
+             LIMIT $1 FOR UPDATE SKIP LOCKED)"
+    ))
+    .bind(BATCH)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// Makes the partitions ahead, drops those every project's retention has passed,
+/// then removes what is left to remove batch after batch, until nothing is left
+/// or `budget` batches ran (the next pass goes on).
 pub async fn apply(pool: &PgPool, budget: usize) -> Result<Removed, sqlx::Error> {
     let mut total = Removed::default();
+    partitions::ensure_ahead(pool).await?;
+    let dropped = partitions::drop_expired(pool).await?;
+    total.partitions = dropped.partitions;
+    total.partition_rows = dropped.rows_estimate;
+    let grace = partitions::width(partitions::max_retention_days(pool).await?);
     let mut batches = 0;
+    while batches < budget {
+        batches += 1;
+        if forget_keys(pool).await? < BATCH as u64 {
+            break;
+        }
+    }
     while batches < budget {
         batches += 1;
         if type_untyped(pool).await? < BATCH as u64 {
             break;
         }
     }
-    for (project, cutoff) in cutoffs(pool).await? {
+    for (project, cutoff) in cutoffs(pool, grace).await? {
         loop {
             if batches >= budget {
                 return Ok(total);
