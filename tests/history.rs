@@ -391,7 +391,7 @@ async fn every_list_filter_pages_through_what_a_scan_finds(pool: PgPool) {
 async fn each_list_filter_is_served_by_its_index(pool: PgPool) {
     // In daily partitions, as a node that has run for the week keeps it.
     let day = chrono::Duration::days(1);
-    herald::store::partitions::create_until(&pool, Some(Utc::now() - day * 8), Utc::now() + day, day).await.unwrap();
+    herald::store::partitions::create_range(&pool, Utc::now() - day * 8, Utc::now() + day, day).await.unwrap();
     spread_history(&pool, 40_000, 24 * 7).await;
     sqlx::query("ANALYZE").execute(&pool).await.unwrap();
     let cases = [
@@ -694,7 +694,7 @@ async fn retention_drops_whole_partitions_and_keeps_what_has_not_ended(pool: PgP
     use herald::store::{partitions, retention};
     let day = chrono::Duration::days(1);
     herald::store::projects::insert_if_missing(&pool, "default", "a-jwt-secret", "a-signing-secret").await.unwrap();
-    partitions::create_until(&pool, Some(Utc::now() - day * 40), Utc::now() + day, day).await.unwrap();
+    partitions::create_range(&pool, Utc::now() - day * 40, Utc::now() + day, day).await.unwrap();
     let before = partitions::list(&pool).await.unwrap();
     assert!(before.len() >= 41, "{} partitions", before.len());
 

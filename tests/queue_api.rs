@@ -135,13 +135,23 @@ async fn an_idempotency_key_queues_once(pool: PgPool) {
     assert_eq!(rx.count(), 2);
     assert_eq!(event_count(&pool).await, 2);
 
-    // After 24 h the key is free again.
-    sqlx::query("UPDATE events SET created_at = now() - interval '25 hours' WHERE idempotency_key = 'order-1'")
+    // After 24 h the key is free again (the key's own time counts, kept apart from the event).
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'order-1'")
         .execute(&pool)
         .await
         .unwrap();
     let (_, fresh) = h.queue(json!({"type": "t", "idempotencyKey": "order-1"})).await;
     assert_ne!(fresh["eventId"], first["eventId"]);
+    let (_, again) = h.queue(json!({"type": "t", "idempotencyKey": "order-1"})).await;
+    assert_eq!(again["eventId"], fresh["eventId"], "the key names its new event");
+    // Retention forgets keys past 24 h; the others stay.
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'order-2'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    h.engine.apply_retention().await.unwrap();
+    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys ORDER BY key").fetch_all(&pool).await.unwrap();
+    assert_eq!(keys, ["order-1"]);
 }
 
 #[sqlx::test(migrator = "herald::store::MIGRATOR")]

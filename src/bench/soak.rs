@@ -18,6 +18,8 @@ use super::{open_loop, percentile, Sink, Target};
 const CHUNK: i64 = 100_000;
 /// Added to the soak's run id for its warm-up delivery, so the sink tells them apart.
 const WARM_UP_RUN: u64 = 1_000_000;
+/// The width of the aged history's partitions.
+const AGED_PARTITION: chrono::Duration = chrono::Duration::minutes(2);
 
 pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate: u64, seconds: u64) -> Result<()> {
     let Some(db) = &t.db else {
@@ -28,7 +30,18 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate:
     // One real delivery, the template of the aged history.
     let (warm_up, _) = open_loop(t, sink, sink_url, run + WARM_UP_RUN, 50, 1).await?;
     anyhow::ensure!(!warm_up.latencies_ms.is_empty(), "soak: the warm-up deliveries never arrived");
-    eprintln!("soak: storing {aged} ended event logs, for retention to remove during the run…");
+    // The aged history in partitions of a few minutes, as a node keeps a day's
+    // (SPEC §9): with retention at one day they pass it one after another during the
+    // run, and retention drops each whole, as it drops a day's on a node at
+    // 30 days. The load's own rows go to the node's partition of today.
+    let day = chrono::Duration::days(1);
+    let from = chrono::Utc::now() - day;
+    let until = from + chrono::Duration::seconds(seconds as i64 + 900);
+    let made = crate::store::partitions::create_range(db, from, until, AGED_PARTITION).await?;
+    eprintln!(
+        "soak: storing {aged} ended event logs in {made} partitions of {} min, for retention to remove during the run…",
+        AGED_PARTITION.num_minutes()
+    );
     let load = Instant::now();
     load_aged(db, aged as i64, seconds).await?;
     sqlx::query("VACUUM ANALYZE event_logs, events, invocation_logs").execute(db).await?;

@@ -37,7 +37,7 @@ const DRAIN_BATCH: i64 = 1000;
 
 /// Herald's tables in its own database: watching them would feed Herald its own
 /// writes.
-const HERALD_TABLES: [&str; 13] = [
+const HERALD_TABLES: [&str; 15] = [
     "public.flow_credits",
     "public.trigger_stats",
     "public.database_grants",
@@ -48,6 +48,8 @@ const HERALD_TABLES: [&str; 13] = [
     "public.event_logs",
     "public.invocation_logs",
     "public.event_log_counts",
+    "public.history_partitions",
+    "public.idempotency_keys",
     "public.admins",
     "public.file_intents",
     "public._sqlx_migrations",

@@ -121,11 +121,14 @@ impl Engine {
         Ok(store::projects::insert_if_missing(self.pool(), id, &new_jwt_secret(), &new_signing_secret()).await?)
     }
 
-    /// What the first start needs and prints nothing: the `default` project. `herald
-    /// migrate` does it too, so that a deployment script can make keys before the
-    /// server has ever started.
+    /// What the first start needs and prints nothing: the `default` project and the
+    /// history's partitions ahead. `herald migrate` does it too, so that a
+    /// deployment script can make keys before the server has ever started.
     pub async fn bootstrap_project(&self) -> Result<(), EngineError> {
         self.create_project(DEFAULT_PROJECT).await?;
+        // The history's partitions of today and the next days, before the first
+        // event arrives (retention's pass keeps them ahead from then on).
+        store::partitions::ensure_ahead(self.pool()).await?;
         Ok(())
     }
 

@@ -517,10 +517,12 @@ pub async fn hold(pool: &PgPool, node: Uuid, ids: &[Uuid]) -> Result<u64, sqlx::
     let r = sqlx::query(
         "UPDATE event_logs SET status = 'pending', lease_until = NULL, leased_by = NULL,
                 paused = trigger_id IS NOT NULL, held = trigger_id IS NOT NULL, updated_at = now()
-         WHERE id = ANY($2) AND status = 'processing' AND leased_by = $1",
+         WHERE id = ANY($2) AND id BETWEEN $3 AND $4 AND status = 'processing' AND leased_by = $1",
     )
     .bind(node)
     .bind(ids)
+    .bind(span_of(ids.iter().copied()).0)
+    .bind(span_of(ids.iter().copied()).1)
     .execute(pool)
     .await?;
     Ok(r.rows_affected())
@@ -686,10 +688,12 @@ pub async fn release(pool: &PgPool, node: Uuid, keep: &[Uuid]) -> Result<u64, sq
 pub async fn release_unstarted(pool: &PgPool, node: Uuid, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE event_logs SET status = 'pending', lease_until = NULL, leased_by = NULL, updated_at = now()
-         WHERE id = ANY($2) AND status = 'processing' AND leased_by = $1",
+         WHERE id = ANY($2) AND id BETWEEN $3 AND $4 AND status = 'processing' AND leased_by = $1",
     )
     .bind(node)
     .bind(ids)
+    .bind(span_of(ids.iter().copied()).0)
+    .bind(span_of(ids.iter().copied()).1)
     .execute(pool)
     .await?;
     notify_if(pool, r.rows_affected()).await
@@ -700,12 +704,14 @@ pub async fn release_unstarted(pool: &PgPool, node: Uuid, ids: &[Uuid]) -> Resul
 pub async fn renew_leases(pool: &PgPool, node: Uuid, ids: &[Uuid], margin: Duration) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE event_logs SET lease_until = now() + make_interval(secs => $3)
-         WHERE id = ANY($2) AND leased_by = $1 AND status = 'processing'
+         WHERE id = ANY($2) AND id BETWEEN $4 AND $5 AND leased_by = $1 AND status = 'processing'
            AND lease_until < now() + make_interval(secs => $3)",
     )
     .bind(node)
     .bind(ids)
     .bind(margin.as_secs_f64())
+    .bind(span_of(ids.iter().copied()).0)
+    .bind(span_of(ids.iter().copied()).1)
     .execute(pool)
     .await?;
     Ok(r.rows_affected())
@@ -889,6 +895,16 @@ impl NewInvocation {
     }
 }
 
+/// The smallest and the largest of some ids. A statement on `id = ANY($1)` alone
+/// reads the index of every partition of the history (a generic plan cannot tell
+/// which partitions the array's ids are in); with `id BETWEEN` these two, PostgreSQL
+/// leaves out the partitions outside them when the statement starts.
+pub(crate) fn span_of(ids: impl IntoIterator<Item = Uuid>) -> (Option<Uuid>, Option<Uuid>) {
+    ids.into_iter().fold((None, None), |(lo, hi), id| {
+        (Some(lo.map_or(id, |l: Uuid| l.min(id))), Some(hi.map_or(id, |h: Uuid| h.max(id))))
+    })
+}
+
 async fn complete_batch_once(pool: &PgPool, node: Uuid, items: &[Completion]) -> Result<Vec<bool>, sqlx::Error> {
     let mut ids = Vec::with_capacity(items.len());
     let mut statuses = Vec::with_capacity(items.len());
@@ -933,7 +949,7 @@ async fn complete_batch_once(pool: &PgPool, node: Uuid, items: &[Completion]) ->
          ), done AS (
              UPDATE event_logs SET status = 'processed', attempts = attempts + 1, last_error = NULL,
                     lease_until = NULL, leased_by = NULL, updated_at = now()
-             WHERE id = ANY($11) AND leased_by = $12 AND lease_until IS NOT NULL
+             WHERE id = ANY($11) AND id BETWEEN $20 AND $21 AND leased_by = $12 AND lease_until IS NOT NULL
              RETURNING id
          ), other AS (
              UPDATE event_logs l SET status = u.status, attempts = u.attempt, last_error = u.error,
@@ -943,7 +959,8 @@ async fn complete_batch_once(pool: &PgPool, node: Uuid, items: &[Completion]) ->
                     updated_at = now()
              FROM UNNEST($13::uuid[], $14::text[], $15::int[], $16::text[], $17::timestamptz[], $18::timestamptz[])
                   AS u (id, status, attempt, error, next_at, lease_until)
-             WHERE l.id = ANY($13) AND l.id = u.id AND l.leased_by = $12 AND l.lease_until IS NOT NULL
+             WHERE l.id = ANY($13) AND l.id BETWEEN $22 AND $23 AND l.id = u.id AND l.leased_by = $12
+               AND l.lease_until IS NOT NULL
              RETURNING l.id
          ), wake AS (
              SELECT pg_notify('{WAKE_CHANNEL}', '') WHERE $19
@@ -969,6 +986,10 @@ async fn complete_batch_once(pool: &PgPool, node: Uuid, items: &[Completion]) ->
     .bind(others.iter().map(|&i| next_at[i]).collect::<Vec<_>>())
     .bind(others.iter().map(|&i| lease_until[i]).collect::<Vec<_>>())
     .bind(wake)
+    .bind(span_of(done.iter().map(|&i| ids[i])).0)
+    .bind(span_of(done.iter().map(|&i| ids[i])).1)
+    .bind(span_of(others.iter().map(|&i| ids[i])).0)
+    .bind(span_of(others.iter().map(|&i| ids[i])).1)
     .fetch_all(pool)
     .await?;
     let updated: std::collections::HashSet<Uuid> = updated.into_iter().flatten().collect();

@@ -101,18 +101,27 @@ fn is_lock_timeout(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
 }
 
+/// What [`create`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Made {
+    Made,
+    /// The range overlaps a partition already there.
+    Overlaps,
+    /// Another node was changing partitions.
+    Busy,
+}
+
 /// Makes the three partitions of `[lo_at, hi_at)`. Rows of that range already in
-/// the default partition move into them. Returns false when another node was
-/// changing partitions, or the range overlaps a partition.
-pub async fn create(pool: &PgPool, lo_at: DateTime<Utc>, hi_at: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+/// the default partition move into them.
+pub async fn create(pool: &PgPool, lo_at: DateTime<Utc>, hi_at: DateTime<Utc>) -> Result<Made, sqlx::Error> {
     let (lo, hi) = (floor_id(lo_at), floor_id(hi_at));
     if lo >= hi {
-        return Ok(false);
+        return Ok(Made::Overlaps);
     }
     let name = name_for(lo_at);
     let mut tx = pool.begin().await?;
     if !begin_change(&mut tx).await? {
-        return Ok(false);
+        return Ok(Made::Busy);
     }
     let overlaps: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM history_partitions WHERE (lo IS NULL OR lo < $2) AND hi > $1 OR name = $3)",
@@ -123,7 +132,7 @@ pub async fn create(pool: &PgPool, lo_at: DateTime<Utc>, hi_at: DateTime<Utc>) -
     .fetch_one(&mut *tx)
     .await?;
     if overlaps {
-        return Ok(false);
+        return Ok(Made::Overlaps);
     }
     for (table, key) in TABLES {
         let part = format!("{table}_{name}");
@@ -167,37 +176,37 @@ pub async fn create(pool: &PgPool, lo_at: DateTime<Utc>, hi_at: DateTime<Utc>) -
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(Made::Made)
 }
 
-/// Makes partitions of `width` from `from` (or from the end of the newest
-/// partition) until they reach `until`, on whole widths from midnight UTC.
-/// Returns how many it made; a lock it did not get within its short wait stops it
-/// quietly (the next pass goes on).
-pub async fn create_until(
+/// Makes partitions of `width` covering `[from, until)`, on whole widths counted
+/// from midnight UTC, skipping the ranges that overlap partitions already there.
+/// Returns how many it made; another node at the same work, or a lock not granted
+/// within the short wait, stops it quietly (the next pass goes on).
+pub async fn create_range(
     pool: &PgPool,
-    from: Option<DateTime<Utc>>,
+    from: DateTime<Utc>,
     until: DateTime<Utc>,
     width: Duration,
 ) -> Result<u64, sqlx::Error> {
-    let newest = list(pool).await?.pop();
-    let mut lo_at = match (&newest, from) {
-        (Some(p), _) => p.hi_at,
-        (None, Some(from)) => from.duration_trunc(Duration::days(1)).expect("a day fits"),
-        (None, None) => Utc::now().duration_trunc(Duration::days(1)).expect("a day fits"),
-    };
+    let one_day = Duration::days(1);
+    let mut lo_at = from;
     let mut made = 0;
     while lo_at < until {
-        // Ends on the next whole width counted from midnight, so that a range that
-        // starts mid-day (the first after the legacy partition) lines up after it.
-        let day = lo_at.duration_trunc(Duration::days(1)).expect("a day fits");
-        let mut hi_at = day + width;
-        while hi_at <= lo_at {
-            hi_at += width;
-        }
+        // The first range may start mid-way (after the legacy partition); each one
+        // ends on the next whole width from its day's midnight, and a width under
+        // a day restarts at each midnight.
+        let day = lo_at.duration_trunc(one_day).expect("a day fits");
+        let hi_at = if width >= one_day {
+            day + width
+        } else {
+            let k = (lo_at - day).num_milliseconds() / width.num_milliseconds().max(1) + 1;
+            (day + width * k as i32).min(day + one_day)
+        };
         match create(pool, lo_at, hi_at).await {
-            Ok(true) => made += 1,
-            Ok(false) => return Ok(made),
+            Ok(Made::Made) => made += 1,
+            Ok(Made::Overlaps) => {}
+            Ok(Made::Busy) => return Ok(made),
             Err(e) if is_lock_timeout(&e) => return Ok(made),
             Err(e) => return Err(e),
         }
@@ -206,11 +215,17 @@ pub async fn create_until(
     Ok(made)
 }
 
-/// Makes the partitions of the next [`AHEAD`], at the width the longest retention
-/// asks for.
+/// Makes the partitions of the next [`AHEAD`], after the newest (from midnight
+/// when there is none), at the width the longest retention asks for. After a long
+/// stop, the days the node was away get none: nothing was stored then.
 pub async fn ensure_ahead(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let width = width(max_retention_days(pool).await?);
-    create_until(pool, None, Utc::now() + AHEAD, width).await
+    let today = Utc::now().duration_trunc(Duration::days(1)).expect("a day fits");
+    let from = match list(pool).await?.pop() {
+        Some(newest) => newest.hi_at.max(today - Duration::days(1)),
+        None => today,
+    };
+    create_range(pool, from, Utc::now() + AHEAD, width).await
 }
 
 /// Drops the partitions every project's retention has passed, oldest first.
