@@ -13,6 +13,23 @@
 -- UUIDv4 ids from builds before time-ordered ids) move to the default partition,
 -- which also holds any row no range partition covers.
 
+-- Every node must stop for this upgrade: a node of an earlier build keeps
+-- updating locked event logs by ctid, which is unique only within a partition,
+-- and would change rows of every partition at once. A session that used the
+-- history in the last minute, other than this one, stops it here.
+DO $$
+DECLARE
+    others bigint;
+BEGIN
+    SELECT count(*) INTO others FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+      AND query ILIKE '%event_logs%' AND query_start > now() - interval '1 minute';
+    IF others > 0 THEN
+        RAISE EXCEPTION 'stop every Herald node before upgrading to this version: % other database sessions used event_logs in the last minute (this upgrade partitions the history, and a node of an earlier build would update the wrong rows); start the new build once they are gone', others;
+    END IF;
+END
+$$;
+
 -- Idempotency keys were a unique index on events, and a unique index on a
 -- partitioned table must hold the partition key. They get a table of their own:
 -- a key names the first event queued with it for 24 hours.

@@ -507,7 +507,9 @@ async fn the_history_migration_keeps_every_row_and_counts_it(pool: PgPool) {
     let all: Vec<_> = herald::store::MIGRATOR.iter().cloned().collect();
     let at = all.iter().position(|m| m.description.contains("history reads")).expect("the history migration");
     let before = sqlx::migrate::Migrator { migrations: std::borrow::Cow::Owned(all[..at].to_vec()), ..sqlx::migrate::Migrator::DEFAULT };
-    before.run(&pool).await.unwrap();
+    // One connection: the upgrade refuses while another session uses the history.
+    let mut conn = pool.acquire().await.unwrap();
+    before.run(&mut *conn).await.unwrap();
     sqlx::query(
         "WITH e AS (
              INSERT INTO events (id, project, type, data, deliver_at, created_at)
@@ -519,10 +521,11 @@ async fn the_history_migration_keeps_every_row_and_counts_it(pool: PgPool) {
                 CASE WHEN extract(hour FROM created_at)::int % 2 = 0 THEN 'processed' ELSE 'pending' END, now(), created_at
          FROM e",
     )
-    .execute(&pool)
+    .execute(&mut *conn)
     .await
     .unwrap();
-    herald::store::MIGRATOR.run(&pool).await.unwrap();
+    herald::store::MIGRATOR.run(&mut *conn).await.unwrap();
+    drop(conn);
     // The logs stored before get their types from the background pass.
     assert_eq!(herald::store::retention::type_untyped(&pool).await.unwrap(), 50);
     assert_eq!(herald::store::retention::type_untyped(&pool).await.unwrap(), 0);
@@ -797,8 +800,13 @@ async fn the_partition_migration_keeps_every_row(pool: PgPool) {
     let all: Vec<_> = herald::store::MIGRATOR.iter().cloned().collect();
     let at = all.iter().position(|m| m.description.contains("time partitions")).expect("the partitions migration");
     let before = sqlx::migrate::Migrator { migrations: std::borrow::Cow::Owned(all[..at].to_vec()), ..sqlx::migrate::Migrator::DEFAULT };
-    before.run(&pool).await.unwrap();
-    herald::store::projects::insert_if_missing(&pool, "default", "a-jwt-secret", "a-signing-secret").await.unwrap();
+    // One connection: the upgrade refuses while another session uses the history.
+    let mut conn = pool.acquire().await.unwrap();
+    before.run(&mut *conn).await.unwrap();
+    sqlx::query("INSERT INTO projects (id, jwt_secret, signing_secret) VALUES ('default', 'a', 'b')")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     sqlx::query(
         "WITH e AS (
              INSERT INTO events (id, project, type, data, deliver_at, created_at, idempotency_key)
@@ -815,15 +823,30 @@ async fn the_partition_migration_keeps_every_row(pool: PgPool) {
          INSERT INTO invocation_logs (id, event_log_id, attempt, started_at, duration_ms, request_headers, request_body)
          SELECT gen_random_uuid(), id, 1, now(), 5, '{}', 'body' FROM l",
     )
-    .execute(&pool)
+    .execute(&mut *conn)
     .await
     .unwrap();
+
+    // A node of the earlier build still at work (another session that used the
+    // history a moment ago) stops the upgrade, which changes nothing.
+    let mut other = pool.acquire().await.unwrap();
+    sqlx::query("SELECT count(*) FROM event_logs").execute(&mut *other).await.unwrap();
+    let refused = herald::store::MIGRATOR.run(&mut *conn).await.unwrap_err().to_string();
+    assert!(refused.contains("stop every Herald node before upgrading"), "{refused}");
+    sqlx::Connection::close(other.detach()).await.unwrap();
+    let partitioned: bool = sqlx::query_scalar("SELECT to_regclass('history_partitions') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert!(!partitioned, "the refused upgrade left a table behind");
+
     let snapshot = "SELECT (SELECT string_agg(id::text || data::text, ',' ORDER BY id) FROM events),
                            (SELECT string_agg(id::text || event_id::text || status, ',' ORDER BY id) FROM event_logs),
                            (SELECT string_agg(event_log_id::text || request_body, ',' ORDER BY event_log_id) FROM invocation_logs)";
-    let rows_before: (String, String, String) = sqlx::query_as(snapshot).fetch_one(&pool).await.unwrap();
+    let rows_before: (String, String, String) = sqlx::query_as(snapshot).fetch_one(&mut *conn).await.unwrap();
 
-    herald::store::MIGRATOR.run(&pool).await.unwrap();
+    herald::store::MIGRATOR.run(&mut *conn).await.unwrap();
+    drop(conn);
     let rows_after: (String, String, String) = sqlx::query_as(snapshot).fetch_one(&pool).await.unwrap();
     assert_eq!(rows_after, rows_before, "every row is kept");
     let places: Vec<(String, i64)> = sqlx::query_as(

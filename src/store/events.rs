@@ -76,7 +76,9 @@ pub struct Lease {
 /// handful of statements, whatever the batch size, and one NOTIFY when it made
 /// work for the dispatchers. Given a transaction, the caller commits. Given a plain
 /// connection and no idempotency keys, the one statement that stores the events
-/// commits them (a round trip less each for BEGIN and COMMIT).
+/// commits them (a round trip less each for BEGIN and COMMIT). Events with
+/// idempotency keys need a transaction: a key stored and committed without its
+/// event would name an event that does not exist.
 pub async fn enqueue(
     conn: &mut PgConnection,
     project: &str,
@@ -141,10 +143,13 @@ pub async fn enqueue_leasing(
         .await?;
         let keyed: Vec<(&str, Uuid)> =
             events.iter().filter_map(|e| e.idempotency_key.as_deref().map(|k| (k, e.id))).collect();
-        // In the batch's order: of two events with one key, the first takes it.
+        // Of two events of the batch with one key, the first takes it; keys are
+        // inserted in key order, so that two batches never wait on each other's
+        // keys in a circle.
         let won: Vec<Uuid> = sqlx::query_scalar(
             "INSERT INTO idempotency_keys (project, key, event_id)
-             SELECT $1, k, id FROM UNNEST($2::text[], $3::uuid[]) WITH ORDINALITY AS u (k, id, n) ORDER BY n
+             SELECT DISTINCT ON (k) $1, k, id FROM UNNEST($2::text[], $3::uuid[]) WITH ORDINALITY AS u (k, id, n)
+             ORDER BY k, n
              ON CONFLICT DO NOTHING
              RETURNING event_id",
         )
@@ -420,11 +425,12 @@ pub async fn claim(
 ) -> Result<Vec<Job>, sqlx::Error> {
     sqlx::query_as(&format!(
         // The locked rows are updated by their physical address (ctid, stable while
-        // locked, with the partition's tableoid): a lookup by primary key would wade
-        // through the index entries of every earlier version of the row, which made
-        // large backlogs drain slower.
+        // locked): a lookup by primary key would wade through the index entries of
+        // every earlier version of the row, which made large backlogs drain slower.
+        // A ctid is unique only within a partition; the id beside it leaves out the
+        // other partitions (pruned when the statement runs), so one TID fetch remains.
         "WITH due AS (
-             SELECT l.tableoid AS toid, l.ctid, t.enabled IS NOT FALSE AND t.circuit_opened_at IS NULL AS go,
+             SELECT l.id AS did, l.ctid, t.enabled IS NOT FALSE AND t.circuit_opened_at IS NULL AS go,
                     COALESCE(t.id = ANY($4) AND l.trigger_id IS NOT NULL, false) AS hold, COALESCE(t.timeout_ms, 0) AS timeout_ms
              FROM event_logs l LEFT JOIN event_triggers t ON {SAME_TRIGGER}
              WHERE l.status IN ('scheduled', 'pending') AND NOT l.paused AND l.next_attempt_at <= now()
@@ -434,12 +440,12 @@ pub async fn claim(
              FOR UPDATE OF l SKIP LOCKED
          ), paused AS (
              UPDATE event_logs l SET paused = true, held = due.go AND due.hold, updated_at = now()
-             FROM due WHERE l.tableoid = due.toid AND l.ctid = due.ctid AND NOT (due.go AND NOT due.hold)
+             FROM due WHERE l.id = due.did AND l.ctid = due.ctid AND NOT (due.go AND NOT due.hold)
          ), c AS (
              UPDATE event_logs l
              SET status = 'processing', leased_by = $2, updated_at = now(),
                  lease_until = now() + make_interval(secs => $3 + due.timeout_ms / 1000.0)
-             FROM due WHERE l.tableoid = due.toid AND l.ctid = due.ctid AND due.go AND NOT due.hold
+             FROM due WHERE l.id = due.did AND l.ctid = due.ctid AND due.go AND NOT due.hold
              RETURNING l.*
          )
          SELECT {JOB_COLUMNS} FROM c {JOB_JOINS}"
@@ -466,7 +472,7 @@ pub async fn claim_held(
         "WITH t AS (
              SELECT timeout_ms FROM event_triggers WHERE id = $1 AND enabled AND circuit_opened_at IS NULL
          ), due AS (
-             SELECT l.tableoid AS toid, l.ctid FROM event_logs l
+             SELECT l.id AS did, l.ctid FROM event_logs l
              WHERE l.held AND l.trigger_id = $1 AND l.next_attempt_at <= now() AND EXISTS (SELECT 1 FROM t)
                AND l.status IN ('scheduled', 'pending')
                AND {KEY_HEAD}
@@ -477,7 +483,7 @@ pub async fn claim_held(
              UPDATE event_logs l
              SET status = 'processing', paused = false, held = false, leased_by = $3, updated_at = now(),
                  lease_until = now() + make_interval(secs => $4 + (SELECT timeout_ms FROM t) / 1000.0)
-             FROM due WHERE l.tableoid = due.toid AND l.ctid = due.ctid
+             FROM due WHERE l.id = due.did AND l.ctid = due.ctid
              RETURNING l.*
          )
          SELECT {JOB_COLUMNS} FROM c {JOB_JOINS}"
@@ -496,11 +502,11 @@ pub async fn claim_held(
 pub async fn release_stuck_keys(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE event_logs l SET paused = false, key_wait = false, updated_at = now()
-         FROM (SELECT DISTINCT ON (trigger_id, ordering_key) tableoid AS toid, ctid, trigger_id, ordering_key, event_id
+         FROM (SELECT DISTINCT ON (trigger_id, ordering_key) id AS did, ctid, trigger_id, ordering_key, event_id
                FROM event_logs
                WHERE key_wait AND status IN ('scheduled', 'pending', 'processing') AND ordering_key IS NOT NULL
                ORDER BY trigger_id, ordering_key, event_id) head
-         WHERE l.tableoid = head.toid AND l.ctid = head.ctid AND l.key_wait
+         WHERE l.id = head.did AND l.ctid = head.ctid AND l.key_wait
            AND NOT EXISTS (SELECT 1 FROM event_logs o
                            WHERE o.trigger_id = head.trigger_id AND o.ordering_key = head.ordering_key
                              AND o.event_id < head.event_id AND o.status IN ('scheduled', 'pending', 'processing'))",
@@ -555,8 +561,8 @@ pub async fn claim_probes(pool: &PgPool, node: Uuid, margin: Duration, every: Du
              ORDER BY circuit_probe_at LIMIT 100
              FOR UPDATE SKIP LOCKED
          ), pick AS (
-             SELECT p.toid, p.ctid, t.id AS trigger_id, t.timeout_ms FROM t CROSS JOIN LATERAL (
-                 SELECT l.tableoid AS toid, l.ctid FROM event_logs l
+             SELECT p.did, p.ctid, t.id AS trigger_id, t.timeout_ms FROM t CROSS JOIN LATERAL (
+                 SELECT l.id AS did, l.ctid FROM event_logs l
                  WHERE l.paused AND NOT l.key_wait AND l.project = t.project AND l.trigger_name = t.name
                    AND l.trigger_id = t.id
                    AND l.status IN ('scheduled', 'pending') AND l.next_attempt_at <= now()
@@ -573,7 +579,7 @@ pub async fn claim_probes(pool: &PgPool, node: Uuid, margin: Duration, every: Du
              UPDATE event_logs l
              SET status = 'processing', paused = false, held = false, leased_by = $1, updated_at = now(),
                  lease_until = now() + make_interval(secs => $2 + pick.timeout_ms / 1000.0)
-             FROM pick WHERE l.tableoid = pick.toid AND l.ctid = pick.ctid
+             FROM pick WHERE l.id = pick.did AND l.ctid = pick.ctid
              RETURNING l.*
          )
          SELECT {JOB_COLUMNS}, true AS probe FROM c {JOB_JOINS}"

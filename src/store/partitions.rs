@@ -101,6 +101,16 @@ fn is_lock_timeout(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
 }
 
+/// The statements that take the parents' locks: each `ONLY` the parent, one at a
+/// time. Every statement of Herald's goes through the parents, so these hold them
+/// off; a lock on every partition would also wait for any autovacuum there.
+async fn lock_parents(tx: &mut PgConnection, mode: &str) -> Result<(), sqlx::Error> {
+    for (table, _) in TABLES {
+        sqlx::query(&format!("LOCK TABLE ONLY {table} IN {mode} MODE")).execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
 /// What [`create`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Made {
@@ -133,6 +143,11 @@ pub async fn create(pool: &PgPool, lo_at: DateTime<Utc>, hi_at: DateTime<Utc>) -
     .await?;
     if overlaps {
         return Ok(Made::Overlaps);
+    }
+    // No row may reach the default partition between moving its rows of the range
+    // and attaching (which checks that none is left there).
+    for (table, _) in TABLES {
+        sqlx::query(&format!("LOCK TABLE {table}_default IN EXCLUSIVE MODE")).execute(&mut *tx).await?;
     }
     for (table, key) in TABLES {
         let part = format!("{table}_{name}");
@@ -268,9 +283,20 @@ async fn drop_one(pool: &PgPool, p: &Partition) -> Result<Option<Dropped>, sqlx:
     if !begin_change(&mut tx).await? {
         return Ok(None);
     }
-    // Nothing may change the rows that stay between reading and moving them. One
-    // statement, in the order of the hot path's own statements.
-    sqlx::query("LOCK TABLE events, event_logs, invocation_logs IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await?;
+    // Under the lock, again: another node may have dropped it, or a project's
+    // retention grown, since the list was read.
+    let still: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM history_partitions WHERE name = $1
+                        AND hi_at <= now() - make_interval(days => (SELECT COALESCE(max(retention_days), 30) FROM projects)))",
+    )
+    .bind(n)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !still {
+        return Ok(Some(Dropped::default()));
+    }
+    // Nothing may change the rows that stay between reading and moving them.
+    lock_parents(&mut tx, "ACCESS EXCLUSIVE").await?;
     // The event logs that have not ended, found through the partial indexes that
     // hold them (three disjoint sets), never by reading the whole partition.
     sqlx::query(&format!(

@@ -63,10 +63,14 @@ pub async fn set_retention_days(pool: &PgPool, project: &str, days: i32) -> Resu
 }
 
 /// Every project with the moment before which batches remove its ended history:
-/// its retention, and `grace` more (a partition's width), which the partitions'
-/// drop takes first when the project keeps the longest retention.
+/// its retention, and for a project at the longest retention `grace` more (a
+/// partition's width): the partitions' drop takes its history first.
 async fn cutoffs(pool: &PgPool, grace: chrono::Duration) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, now() - make_interval(days => retention_days) - $1 FROM projects ORDER BY id")
+    sqlx::query_as(
+        "SELECT id, now() - make_interval(days => retention_days)
+                    - CASE WHEN retention_days = (SELECT max(retention_days) FROM projects) THEN $1 ELSE interval '0' END
+         FROM projects ORDER BY id",
+    )
         .bind(grace)
         .fetch_all(pool)
         .await
@@ -208,10 +212,17 @@ async fn forget_keys(pool: &PgPool) -> Result<u64, sqlx::Error> {
 /// or `budget` batches ran (the next pass goes on).
 pub async fn apply(pool: &PgPool, budget: usize) -> Result<Removed, sqlx::Error> {
     let mut total = Removed::default();
-    partitions::ensure_ahead(pool).await?;
-    let dropped = partitions::drop_expired(pool).await?;
-    total.partitions = dropped.partitions;
-    total.partition_rows = dropped.rows_estimate;
+    // Partitions first; a failure there leaves the batches to do their part.
+    if let Err(e) = partitions::ensure_ahead(pool).await {
+        tracing::warn!(error = %e, "could not make the history's partitions ahead; the next pass retries");
+    }
+    match partitions::drop_expired(pool).await {
+        Ok(dropped) => {
+            total.partitions = dropped.partitions;
+            total.partition_rows = dropped.rows_estimate;
+        }
+        Err(e) => tracing::warn!(error = %e, "could not drop old partitions; the next pass retries"),
+    }
     let grace = partitions::width(partitions::max_retention_days(pool).await?);
     let mut batches = 0;
     while batches < budget {
