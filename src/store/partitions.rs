@@ -101,16 +101,6 @@ fn is_lock_timeout(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
 }
 
-/// The statements that take the parents' locks: each `ONLY` the parent, one at a
-/// time. Every statement of Herald's goes through the parents, so these hold them
-/// off; a lock on every partition would also wait for any autovacuum there.
-async fn lock_parents(tx: &mut PgConnection, mode: &str) -> Result<(), sqlx::Error> {
-    for (table, _) in TABLES {
-        sqlx::query(&format!("LOCK TABLE ONLY {table} IN {mode} MODE")).execute(&mut *tx).await?;
-    }
-    Ok(())
-}
-
 /// What [`create`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Made {
@@ -269,6 +259,16 @@ pub async fn drop_expired(pool: &PgPool) -> Result<Dropped, sqlx::Error> {
 
 /// Drops the three partitions of `p`, keeping what must stay. `None` when another
 /// node was changing partitions.
+///
+/// One table at a time, each in a transaction of its own that holds only that
+/// table's lock: the hot path's statements take the three tables in different
+/// orders (an attempt stores its invocation log, then updates its event log; a
+/// claim updates event logs, then reads events), so holding one while waiting for
+/// another would wait on them in a circle. Event logs go first (their live ones
+/// move to the default partition), then the attempts (those of the moved logs
+/// follow them), then the events (those any event log still points to stay). A
+/// node that stops half-way leaves the rest to the next pass, which skips the
+/// tables already gone.
 async fn drop_one(pool: &PgPool, p: &Partition) -> Result<Option<Dropped>, sqlx::Error> {
     let n = &p.name;
     let (lo, hi) = (p.lo.unwrap_or(Uuid::nil()), p.hi);
@@ -278,73 +278,77 @@ async fn drop_one(pool: &PgPool, p: &Partition) -> Result<Option<Dropped>, sqlx:
     .bind(TABLES.iter().map(|(t, _)| format!("{t}_{n}")).collect::<Vec<_>>())
     .fetch_one(pool)
     .await?;
-
-    let mut tx = pool.begin().await?;
-    if !begin_change(&mut tx).await? {
-        return Ok(None);
+    let mut kept = 0;
+    for table in ["event_logs", "invocation_logs", "events"] {
+        let part = format!("{table}_{n}");
+        let mut tx = pool.begin().await?;
+        if !begin_change(&mut tx).await? {
+            return Ok(None);
+        }
+        // Under the lock, again: another node may have dropped it, or a project's
+        // retention grown, since the list was read.
+        let still: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM history_partitions WHERE name = $1
+                            AND hi_at <= now() - make_interval(days => (SELECT COALESCE(max(retention_days), 30) FROM projects)))",
+        )
+        .bind(n)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !still {
+            return Ok(Some(Dropped::default()));
+        }
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(&part).fetch_one(&mut *tx).await?;
+        if exists {
+            // Nothing may change the rows that stay between reading and moving them.
+            sqlx::query(&format!("LOCK TABLE ONLY {table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await?;
+            let keep = match table {
+                // The event logs that have not ended, found through the partial
+                // indexes that hold them (three disjoint sets), never by reading
+                // the whole partition.
+                "event_logs" => format!(
+                    "SELECT * FROM {part} WHERE status IN ('scheduled', 'pending') AND NOT paused
+                     UNION ALL SELECT * FROM {part} WHERE status = 'processing'
+                     UNION ALL SELECT * FROM {part} WHERE status IN ('scheduled', 'pending') AND paused"
+                ),
+                // The attempts of the logs kept: they are in the default partition now.
+                "invocation_logs" => format!(
+                    "SELECT * FROM {part} WHERE event_log_id IN (SELECT id FROM event_logs WHERE id >= $1 AND id < $2)"
+                ),
+                // The events an event log still points to: one kept, or one made a
+                // moment after its event, across the range's end.
+                _ => format!(
+                    "SELECT * FROM {part} WHERE id IN (SELECT event_id FROM event_logs WHERE event_id >= $1 AND event_id < $2)"
+                ),
+            };
+            sqlx::query(&format!("CREATE TEMP TABLE keep ON COMMIT DROP AS {keep}"))
+                .bind(lo)
+                .bind(hi)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!("DROP TABLE {part}")).execute(&mut *tx).await?;
+            // With the range gone, these land in the default partition.
+            let moved = sqlx::query(&format!("INSERT INTO {table} SELECT * FROM keep")).execute(&mut *tx).await?.rows_affected();
+            if table == "event_logs" {
+                kept = moved;
+                // The counts of the ended logs that went: every count of a bucket
+                // that ends before the range did. Those buckets are past every
+                // project's retention, and what the default partition still holds
+                // of them goes in retention's next batches (whose counts would turn
+                // negative: retention removes those too).
+                sqlx::query(
+                    "DELETE FROM event_log_counts
+                     WHERE bucket + CASE span WHEN 'hour' THEN interval '1 hour' ELSE interval '1 minute' END <= $1",
+                )
+                .bind(p.hi_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if table == "events" {
+            sqlx::query("DELETE FROM history_partitions WHERE name = $1").bind(n).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
     }
-    // Under the lock, again: another node may have dropped it, or a project's
-    // retention grown, since the list was read.
-    let still: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM history_partitions WHERE name = $1
-                        AND hi_at <= now() - make_interval(days => (SELECT COALESCE(max(retention_days), 30) FROM projects)))",
-    )
-    .bind(n)
-    .fetch_one(&mut *tx)
-    .await?;
-    if !still {
-        return Ok(Some(Dropped::default()));
-    }
-    // Nothing may change the rows that stay between reading and moving them.
-    lock_parents(&mut tx, "ACCESS EXCLUSIVE").await?;
-    // The event logs that have not ended, found through the partial indexes that
-    // hold them (three disjoint sets), never by reading the whole partition.
-    sqlx::query(&format!(
-        "CREATE TEMP TABLE keep_logs ON COMMIT DROP AS
-             SELECT * FROM event_logs_{n} WHERE status IN ('scheduled', 'pending') AND NOT paused
-             UNION ALL SELECT * FROM event_logs_{n} WHERE status = 'processing'
-             UNION ALL SELECT * FROM event_logs_{n} WHERE status IN ('scheduled', 'pending') AND paused"
-    ))
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(&format!(
-        "CREATE TEMP TABLE keep_attempts ON COMMIT DROP AS
-             SELECT * FROM invocation_logs_{n} WHERE event_log_id IN (SELECT id FROM keep_logs)"
-    ))
-    .execute(&mut *tx)
-    .await?;
-    // Events of the range that an event log kept points to: one that stays here,
-    // or one in another partition (a log made a moment after its event, across
-    // the range's end).
-    sqlx::query(&format!(
-        "CREATE TEMP TABLE keep_events ON COMMIT DROP AS
-             SELECT * FROM events_{n} WHERE id IN (
-                 SELECT event_id FROM keep_logs
-                 UNION
-                 SELECT event_id FROM event_logs WHERE event_id >= $1 AND event_id < $2 AND (id < $1 OR id >= $2))"
-    ))
-    .bind(lo)
-    .bind(hi)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(&format!("DROP TABLE events_{n}, event_logs_{n}, invocation_logs_{n}")).execute(&mut *tx).await?;
-    // With the range gone, these land in the default partition.
-    let kept = sqlx::query("INSERT INTO event_logs SELECT * FROM keep_logs").execute(&mut *tx).await?.rows_affected();
-    sqlx::query("INSERT INTO invocation_logs SELECT * FROM keep_attempts").execute(&mut *tx).await?;
-    sqlx::query("INSERT INTO events SELECT * FROM keep_events").execute(&mut *tx).await?;
-    // The counts of the ended logs that went: every count of a bucket that ends
-    // before the range did. Those buckets are past every project's retention, and
-    // what the default partition still holds of them goes in retention's next
-    // batches (whose counts would turn negative: retention removes those too).
-    sqlx::query(
-        "DELETE FROM event_log_counts
-         WHERE bucket + CASE span WHEN 'hour' THEN interval '1 hour' ELSE interval '1 minute' END <= $1",
-    )
-    .bind(p.hi_at)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM history_partitions WHERE name = $1").bind(n).execute(&mut *tx).await?;
-    tx.commit().await?;
     Ok(Some(Dropped { partitions: 1, rows_estimate: rows as u64, kept }))
 }
 
