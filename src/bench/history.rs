@@ -53,7 +53,7 @@ pub(super) async fn run(t: &Target, sizes: &[u64], days: u32, samples: usize) ->
             // In daily partitions, as a node that has run for these days keeps them.
             let now = chrono::Utc::now();
             let day = chrono::Duration::days(1);
-            crate::store::partitions::create_range(db, now - day * (days as i32 + 1), now + day, day).await?;
+            crate::store::partitions::create_range_patiently(db, now - day * (days as i32 + 1), now + day, day).await?;
             eprintln!("history: loading {more} ended event logs over {days} days…");
             let started = Instant::now();
             load(db, loaded, more, days).await?;

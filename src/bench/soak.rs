@@ -37,7 +37,7 @@ pub(super) async fn run(t: &Target, sink: &Sink, sink_url: &str, run: u64, rate:
     let day = chrono::Duration::days(1);
     let from = chrono::Utc::now() - day;
     let until = from + chrono::Duration::seconds(seconds as i64 + 900);
-    let made = crate::store::partitions::create_range(db, from, until, AGED_PARTITION).await?;
+    let made = crate::store::partitions::create_range_patiently(db, from, until, AGED_PARTITION).await?;
     eprintln!(
         "soak: storing {aged} ended event logs in {made} partitions of {} min, for retention to remove during the run…",
         AGED_PARTITION.num_minutes()

@@ -96,9 +96,10 @@ async fn begin_change(tx: &mut PgConnection) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(LOCK).fetch_one(&mut *tx).await
 }
 
-/// True for the error of a lock not granted within [`LOCK_WAIT`].
+/// True for the error of a lock not granted within [`LOCK_WAIT`], or of a deadlock
+/// PostgreSQL broke by cancelling this side: the next pass tries again.
 fn is_lock_timeout(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("55P03" | "40P01")))
 }
 
 /// What [`create`] did.
@@ -135,9 +136,11 @@ pub async fn create(pool: &PgPool, lo_at: DateTime<Utc>, hi_at: DateTime<Utc>) -
         return Ok(Made::Overlaps);
     }
     // No row may reach the default partition between moving its rows of the range
-    // and attaching (which checks that none is left there).
+    // and attaching (which checks that none is left there). The lock attaching
+    // takes, at once: a weaker one first, upgraded later, would deadlock with a
+    // claim that read the default partition and goes on to lock rows there.
     for (table, _) in TABLES {
-        sqlx::query(&format!("LOCK TABLE {table}_default IN EXCLUSIVE MODE")).execute(&mut *tx).await?;
+        sqlx::query(&format!("LOCK TABLE {table}_default IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await?;
     }
     for (table, key) in TABLES {
         let part = format!("{table}_{name}");
@@ -216,6 +219,33 @@ pub async fn create_range(
             Err(e) => return Err(e),
         }
         lo_at = hi_at;
+    }
+    Ok(made)
+}
+
+/// [`create_range`], tried again a few times a second apart while another node or
+/// a lock held it back: for the bench, which loads history right after.
+pub async fn create_range_patiently(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    width: Duration,
+) -> Result<u64, sqlx::Error> {
+    let mut made = 0;
+    for _ in 0..10 {
+        made += create_range(pool, from, until, width).await?;
+        let covered: bool = sqlx::query_scalar(
+            "SELECT COALESCE(sum(LEAST(hi_at, $2) - GREATEST(COALESCE(lo_at, $1), $1)), interval '0') >= $2 - $1
+             FROM history_partitions WHERE COALESCE(lo_at, $1) < $2 AND hi_at > $1",
+        )
+        .bind(from)
+        .bind(until)
+        .fetch_one(pool)
+        .await?;
+        if covered {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
     Ok(made)
 }
