@@ -464,7 +464,8 @@ impl Engine {
     pub(crate) async fn flow_loop(self) {
         let cancel = self.0.shutdown.clone();
         let mut last_tick = Instant::now() - TICK;
-        let mut last_minute = Instant::now() - Duration::from_secs(60);
+        // The first minute's pass ran at start-up (`bootstrap_project`).
+        let mut last_minute = Instant::now();
         loop {
             if let Err(e) = self.renew_shares().await {
                 tracing::warn!(error = %e, "cannot renew this node's shares of the triggers' limits");
@@ -643,9 +644,10 @@ impl Engine {
         }
     }
 
-    /// Once a minute: triggers whose circuit stayed open too long are disabled,
-    /// and old attempt counts go.
-    async fn breaker_minute(&self) {
+    /// Once a minute, and once at start-up before the node serves: triggers whose
+    /// circuit stayed open too long are disabled, ordering keys left waiting are
+    /// released, and old attempt counts go.
+    pub(crate) async fn breaker_minute(&self) {
         match store::disable_long_open(self.pool(), self.config().breaker.disable_after).await {
             Ok(disabled) => {
                 for (project, trigger) in disabled {

@@ -133,6 +133,10 @@ impl Engine {
         if let Err(e) = store::partitions::ensure_ahead(self.pool()).await {
             tracing::warn!(error = %e, "could not make the history's partitions ahead; retention's pass retries");
         }
+        // The flow loop's first minute pass, run here so that it is over before
+        // the node serves (its next one comes a minute later): a key left waiting
+        // while every node was down goes at once.
+        self.breaker_minute().await;
         Ok(())
     }
 
