@@ -464,7 +464,7 @@ impl Engine {
     pub(crate) async fn flow_loop(self) {
         let cancel = self.0.shutdown.clone();
         let mut last_tick = Instant::now() - TICK;
-        // The first minute's pass ran at start-up (`bootstrap_project`).
+        // The first minute's pass ran at start-up (`bootstrap`).
         let mut last_minute = Instant::now();
         loop {
             if let Err(e) = self.renew_shares().await {

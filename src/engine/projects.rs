@@ -133,10 +133,6 @@ impl Engine {
         if let Err(e) = store::partitions::ensure_ahead(self.pool()).await {
             tracing::warn!(error = %e, "could not make the history's partitions ahead; retention's pass retries");
         }
-        // The flow loop's first minute pass, run here so that it is over before
-        // the node serves (its next one comes a minute later): a key left waiting
-        // while every node was down goes at once.
-        self.breaker_minute().await;
         Ok(())
     }
 
@@ -144,6 +140,11 @@ impl Engine {
     /// never had one, which is returned so that the caller can print it, once.
     pub async fn bootstrap(&self) -> Result<Option<String>, EngineError> {
         self.bootstrap_project().await?;
+        // The flow loop's first minute pass, run here so that it is over before
+        // the node serves (its next one comes a minute later): a key left waiting
+        // while every node was down goes at once. One-shot commands (`migrate`)
+        // make the project but leave this to the serving node.
+        self.breaker_minute().await;
         if store::projects::has_had_api_keys(self.pool(), DEFAULT_PROJECT).await? {
             return Ok(None);
         }
