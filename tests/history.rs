@@ -385,6 +385,145 @@ async fn every_list_filter_pages_through_what_a_scan_finds(pool: PgPool) {
     }
 }
 
+/// The event log partitions (of a range or the default one) that a list reads.
+async fn partitions_read(pool: &PgPool, f: &herald::store::history::LogFilter) -> (Vec<Uuid>, Vec<String>) {
+    // A session of its own: the statistics a session has not yet reported
+    // include its earlier transactions'.
+    let mut conn: sqlx::PgConnection = sqlx::Connection::connect_with(&*pool.connect_options()).await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+    let page: Vec<Uuid> =
+        herald::store::history::list_logs_on(&mut tx, "default", f).await.unwrap().iter().map(|l| l.id).collect();
+    let read: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_stat_xact_user_tables
+         WHERE (relname LIKE 'event\\_logs\\_p%' OR relname = 'event_logs_default') AND idx_scan + seq_scan > 0
+         ORDER BY relname",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    (page, read)
+}
+
+/// The history is in daily partitions, and a list reads only those its page
+/// needs: the newest ones for a page of recent logs, further back for a sparse
+/// filter or an older position, everything (exactly) for a filter that finds
+/// little. Whatever it reads, it pages through what a scan finds, including a log
+/// whose creation time is after its id's (the clock stepped back) at a partition's
+/// edge, and old live logs in the default partition.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn a_list_reads_only_the_partitions_its_page_needs(pool: PgPool) {
+    let day = chrono::Duration::days(1);
+    herald::store::partitions::create_range(&pool, Utc::now() - day * 12, Utc::now() + day, day).await.unwrap();
+    // Every 10 minutes for 10 days a busy log; one a day of a rare trigger (the
+    // newest 50 minutes ago, so in the first partitions a list reads), the oldest
+    // ones pending; a few of an old trigger 9 days ago.
+    sqlx::query(
+        "WITH g AS (
+             SELECT i, now() - make_interval(mins => 10 * i) AS at FROM generate_series(1, 1440) i
+         ), t AS (
+             SELECT i, at, herald_uuid_at(at) AS event_id,
+                    CASE WHEN i % 144 = 5 THEN 'rare' WHEN i BETWEEN 1300 AND 1302 THEN 'old' ELSE 'busy' END AS name,
+                    CASE WHEN i % 144 = 5 AND i > 1000 THEN 'pending' WHEN i % 10 = 3 THEN 'failed' ELSE 'processed' END AS status
+             FROM g
+         ), e AS (
+             INSERT INTO events (id, project, type, data, deliver_at, created_at)
+             SELECT event_id, 'default', name || '.type', '{}', at, at FROM t
+         )
+         INSERT INTO event_logs (id, event_id, project, trigger_name, event_type, status, attempts, next_attempt_at, created_at)
+         SELECT herald_uuid_at(at), event_id, 'default', name, name || '.type', status, 1, at + interval '1 year', at FROM t",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Stored a minute before a partition's end, created (its transaction's start,
+    // by a clock stepped back) five minutes after it.
+    let edge: DateTime<Utc> = sqlx::query_scalar("SELECT hi_at FROM history_partitions ORDER BY hi_at LIMIT 1 OFFSET 5")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // Pending for 13 days: older than every partition, in the default one.
+    for (stored, created, name) in [
+        (edge - chrono::Duration::minutes(1), edge + chrono::Duration::minutes(5), "busy"),
+        (Utc::now() - day * 13, Utc::now() - day * 13, "rare"),
+    ] {
+        let event = id_at(stored);
+        sqlx::query("INSERT INTO events (id, project, type, data, deliver_at, created_at) VALUES ($1, 'default', $2, '{}', $3, $3)")
+            .bind(event)
+            .bind(format!("{name}.type"))
+            .bind(created)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO event_logs (id, event_id, project, trigger_name, event_type, status, next_attempt_at, created_at)
+             VALUES ($1, $2, 'default', $3, $4, 'pending', $5 + interval '1 year', $5)",
+        )
+        .bind(id_at(stored))
+        .bind(event)
+        .bind(name)
+        .bind(format!("{name}.type"))
+        .bind(created)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let in_default: i64 = sqlx::query_scalar("SELECT count(*) FROM event_logs_default").fetch_one(&pool).await.unwrap();
+    assert_eq!(in_default, 1);
+    sqlx::query("ANALYZE").execute(&pool).await.unwrap();
+
+    // Pages through exactly what a scan finds.
+    let middle = Utc::now() - day * 5;
+    let mut filters = Vec::new();
+    for limit in [7, 60] {
+        filters.extend([
+            filter(|f| f.limit = limit),
+            filter(|f| (f.trigger, f.limit) = (Some("busy".into()), limit)),
+            filter(|f| (f.trigger, f.limit) = (Some("rare".into()), limit)),
+            filter(|f| (f.trigger, f.limit) = (Some("old".into()), limit)),
+            filter(|f| (f.trigger, f.limit) = (Some("nothing".into()), limit)),
+            filter(|f| (f.status, f.limit) = (Some(Status::Pending), limit)),
+            filter(|f| (f.event_type, f.status, f.limit) = (Some("busy.type".into()), Some(Status::Failed), limit)),
+            filter(|f| (f.to, f.limit) = (Some(middle), limit)),
+            filter(|f| (f.from, f.to, f.limit) = (Some(middle - day), Some(middle), limit)),
+            filter(|f| (f.trigger, f.from, f.limit) = (Some("rare".into()), Some(middle), limit)),
+            filter(|f| (f.from, f.limit) = (Some(edge - chrono::Duration::minutes(3)), limit)),
+        ]);
+    }
+    for f in filters {
+        let expected: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM event_logs
+             WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR trigger_name = $2)
+               AND ($3::text IS NULL OR event_type = $3)
+               AND ($4::timestamptz IS NULL OR created_at >= $4) AND ($5::timestamptz IS NULL OR created_at < $5)
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(f.status.map(Status::as_str))
+        .bind(&f.trigger)
+        .bind(&f.event_type)
+        .bind(f.from)
+        .bind(f.to)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(every_page(&pool, f.clone()).await, expected, "{f:?}");
+    }
+
+    // What each first page reads.
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM history_partitions").fetch_one(&pool).await.unwrap();
+    let (page, read) = partitions_read(&pool, &filter(|f| f.trigger = Some("busy".into()))).await;
+    assert_eq!(page.len(), 7);
+    assert!(read.len() <= 3, "a page of the last hour read {read:?}");
+    let (page, read) = partitions_read(&pool, &filter(|f| (f.to, f.limit) = (Some(middle), 60))).await;
+    assert_eq!(page.len(), 60);
+    assert!(read.len() <= 3, "a page of ten hours five days ago read {read:?}");
+    let (page, read) = partitions_read(&pool, &filter(|f| f.trigger = Some("rare".into()))).await;
+    assert_eq!(page.len(), 7);
+    assert!(read.len() < all as usize, "a page of a log a day read all {all} partitions: {read:?}");
+    let (page, read) = partitions_read(&pool, &filter(|f| f.trigger = Some("nothing".into()))).await;
+    assert!(page.is_empty());
+    assert_eq!(read.len(), all as usize + 1, "finding nothing reads every partition and the default one: {read:?}");
+}
+
 /// The plan of each shape of list filter on a history of realistic proportions
 /// starts from the index made for it, never from a scan of the whole history.
 #[sqlx::test(migrator = "herald::store::MIGRATOR")]
@@ -411,7 +550,7 @@ async fn each_list_filter_is_served_by_its_index(pool: PgPool) {
     ];
     for (f, index) in cases {
         let mut q = sqlx::QueryBuilder::new("EXPLAIN ");
-        herald::store::history::push_list(&mut q, "default", &f);
+        herald::store::history::push_list(&mut q, "default", &f, Default::default());
         let plan: Vec<String> = q.build_query_scalar().fetch_all(&pool).await.unwrap();
         let plan = plan.join("\n");
         // The index of a partition is named after its partition.
@@ -574,7 +713,7 @@ async fn the_history_migration_keeps_every_row_and_counts_it(pool: PgPool) {
 /// Buffers (shared hits and reads) the list of `f` touches, from EXPLAIN ANALYZE.
 async fn list_buffers(pool: &PgPool, f: &herald::store::history::LogFilter) -> i64 {
     let mut q = sqlx::QueryBuilder::new("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ");
-    herald::store::history::push_list(&mut q, "default", f);
+    herald::store::history::push_list(&mut q, "default", f, Default::default());
     let plan: sqlx::types::Json<serde_json::Value> = q.build_query_scalar().fetch_one(pool).await.unwrap();
     let top = &plan.0[0]["Plan"];
     top["Shared Hit Blocks"].as_i64().unwrap() + top["Shared Read Blocks"].as_i64().unwrap()
@@ -894,6 +1033,18 @@ async fn the_partition_migration_keeps_every_row(pool: PgPool) {
     assert!(made >= 2, "{made}");
     let rows_now: (String, String, String) = sqlx::query_as(snapshot).fetch_one(&pool).await.unwrap();
     assert_eq!(rows_now, rows_before, "every row is kept");
+    // The list pages through them all, newest first, wherever their ids put them.
+    for f in [filter(|_| {}), filter(|f| f.from = Some(Utc::now() - chrono::Duration::hours(100)))] {
+        let expected: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM event_logs WHERE $1::timestamptz IS NULL OR created_at >= $1 ORDER BY created_at DESC, id DESC",
+        )
+        .bind(f.from)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(expected.len() >= 99, "{}", expected.len());
+        assert_eq!(every_page(&pool, f).await, expected);
+    }
 
     // A key stored before answers with its event.
     let h = Herald::start(pool.clone()).await;

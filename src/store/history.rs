@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::model::{EventLog, Invocation, Status, Summary};
@@ -132,19 +132,164 @@ pub struct LogFilter {
 ///   pending ones and those being delivered through the claim's indexes (their
 ///   number is what the claims drain at delivery speed, and what is in flight);
 /// - otherwise, a time range or nothing: `event_logs_history`.
+///
+/// The history is in time partitions, and planning a statement costs about the
+/// same for each partition it may read (a few milliseconds for a branch over a
+/// month of daily partitions). So the list looks first in the partitions of the
+/// last hours before its position, and further back only when the page is not
+/// complete there (see [`Windows`]).
 pub async fn list_logs(pool: &PgPool, project: &str, f: &LogFilter) -> Result<Vec<EventLog>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    list_logs_on(&mut conn, project, f).await
+}
+
+/// [`list_logs`] on one connection (tests read its statistics in a transaction).
+pub async fn list_logs_on(conn: &mut PgConnection, project: &str, f: &LogFilter) -> Result<Vec<EventLog>, sqlx::Error> {
+    if f.event_id.is_some() {
+        // The logs of one event: a handful, found through one index wherever they are.
+        return fetch_list(conn, project, f, IdRange::default()).await;
+    }
+    let (now, starts) = partition_starts(&mut *conn).await?;
+    let windows = Windows::new(now, starts, f);
+    let mut look = windows.first();
+    loop {
+        let rows = fetch_list(conn, project, f, windows.ids(look)).await?;
+        match windows.next(look, &rows, f.limit) {
+            None => return Ok(rows),
+            Some(further) => look = further,
+        }
+    }
+}
+
+async fn fetch_list(conn: &mut PgConnection, project: &str, f: &LogFilter, ids: IdRange) -> Result<Vec<EventLog>, sqlx::Error> {
     let mut q = QueryBuilder::<Postgres>::new("");
-    push_list(&mut q, project, f);
+    push_list(&mut q, project, f, ids);
     // Planned for its values each time (an unnamed statement), never with a
     // generic plan: one made for "some trigger, some time range" chose a scan that
     // took 170 ms on 20 million event logs where the plan for the values takes
-    // 4 ms. Planning these statements costs a few milliseconds.
-    let rows: Vec<EventLogRow> = q.build_query_as().persistent(false).fetch_all(pool).await?;
+    // 4 ms; and only the values let the planner leave out the partitions outside
+    // the ids' range.
+    let rows: Vec<EventLogRow> = q.build_query_as().persistent(false).fetch_all(&mut *conn).await?;
     Ok(rows.into_iter().map(EventLog::from).collect())
 }
 
+/// A range of event log ids, `lo <= id < hi`; `None` leaves that side open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdRange {
+    pub lo: Option<Uuid>,
+    pub hi: Option<Uuid>,
+}
+
+/// An event log's id carries the moment its row was stored (`herald_uuid_v7`,
+/// PostgreSQL's clock), its `created_at` the start of the transaction that stored
+/// it. So the id's time is at or after the creation time, by less than this (no
+/// transaction that stores event logs lasts an hour)…
+pub const STORED_AFTER_CREATION: chrono::Duration = chrono::Duration::hours(1);
+/// …and before it only if the clock was stepped back meanwhile, by less than this.
+pub const STORED_BEFORE_CREATION: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Where a list looks, from the newest partitions back.
+///
+/// A look at the ids from the start of a partition `S` on finds every log the
+/// filter wants that was created after `S` + [`STORED_BEFORE_CREATION`]: an older
+/// id was stored before `S`. So a full page whose last log was created after that
+/// is the page. Otherwise the list looks again from a start far enough back for
+/// the density of what it found (twice over), and then, if need be, everywhere.
+///
+/// This holds for time-ordered ids, that is for the logs created since the first
+/// partition's start. Logs of builds before them (random ids, in the legacy and the
+/// default partitions) were all created before it: a look never starts earlier,
+/// and the last look, which has no lower bound (or the one `from` gives, when it is
+/// later than that), has no upper bound either.
+#[derive(Clone, Debug)]
+pub struct Windows {
+    /// The newest creation time the filter can want.
+    anchor: DateTime<Utc>,
+    /// The starts of the partitions of time-ordered ids, oldest first.
+    starts: Vec<DateTime<Utc>>,
+    /// The smallest id time `from` allows, when ids are time-ordered there.
+    floor: Option<DateTime<Utc>>,
+}
+
+/// One look of a list: from a partition's start, or the last, exact one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Look {
+    From { start: DateTime<Utc>, tries: u8 },
+    Everything,
+}
+
+impl Windows {
+    /// `now` is the database's clock, `starts` the partitions' starts.
+    pub fn new(now: DateTime<Utc>, starts: Vec<DateTime<Utc>>, f: &LogFilter) -> Self {
+        let anchor = [Some(now), f.to, f.before.map(|b| b.0)].into_iter().flatten().min().unwrap_or(now);
+        let ordered_since = starts.first().copied();
+        let floor = f.from.map(|t| t - STORED_BEFORE_CREATION).filter(|t| ordered_since.is_some_and(|o| *t >= o));
+        Windows { anchor, starts, floor }
+    }
+
+    /// The partitions of the last hour or more before the anchor.
+    pub fn first(&self) -> Look {
+        self.from_start_before(self.anchor - chrono::Duration::hours(1), 1)
+    }
+
+    /// The look from the start of the partition holding `t`, unless `from` is as
+    /// far back (then the exact look is no wider).
+    fn from_start_before(&self, t: DateTime<Utc>, tries: u8) -> Look {
+        match self.starts.iter().rev().find(|s| **s <= t) {
+            Some(&start) if self.floor.is_none_or(|f| f < start) => Look::From { start, tries },
+            _ => Look::Everything,
+        }
+    }
+
+    /// The ids a look reads.
+    pub fn ids(&self, look: Look) -> IdRange {
+        let hi = Some(floor_id(self.anchor + STORED_AFTER_CREATION));
+        match look {
+            Look::From { start, .. } => IdRange { lo: Some(floor_id(start)), hi },
+            Look::Everything => match self.floor {
+                Some(floor) => IdRange { lo: Some(floor_id(floor)), hi },
+                None => IdRange::default(),
+            },
+        }
+    }
+
+    /// After a look that found `rows`: `None` when they are the page, or where to
+    /// look next.
+    pub fn next(&self, look: Look, rows: &[EventLog], limit: i64) -> Option<Look> {
+        let Look::From { start, tries } = look else {
+            return None;
+        };
+        if rows.len() as i64 >= limit && rows.last().is_some_and(|l| l.created_at > start + STORED_BEFORE_CREATION) {
+            return None;
+        }
+        if rows.is_empty() || tries >= 2 {
+            return Some(Look::Everything);
+        }
+        // Far enough back for a page at the density found, twice over, and at
+        // least one partition further.
+        let span = (self.anchor - start).num_seconds().max(3600) as f64;
+        let back = (span * 2.0 * limit as f64 / rows.len() as f64).min(3650.0 * 86400.0);
+        let t = (self.anchor - chrono::Duration::seconds(back as i64)).min(start - chrono::Duration::seconds(1));
+        Some(self.from_start_before(t, tries + 1))
+    }
+}
+
+/// The database's clock and the starts of the partitions of time-ordered ids, oldest first.
+async fn partition_starts(conn: &mut PgConnection) -> Result<(DateTime<Utc>, Vec<DateTime<Utc>>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT now(), COALESCE(array_agg(lo_at ORDER BY lo_at) FILTER (WHERE lo IS NOT NULL), '{}') FROM history_partitions",
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// The smallest time-ordered id of a moment.
+fn floor_id(at: DateTime<Utc>) -> Uuid {
+    crate::store::partitions::floor_id(at)
+}
+
 /// Writes the statement of [`list_logs`] into `q` (tests EXPLAIN it).
-pub fn push_list<'a>(q: &mut QueryBuilder<'a, Postgres>, project: &'a str, f: &LogFilter) {
+pub fn push_list<'a>(q: &mut QueryBuilder<'a, Postgres>, project: &'a str, f: &LogFilter, ids: IdRange) {
     if f.event_id.is_some() || (f.status.is_none() && f.trigger.is_none() && f.event_type.is_none()) {
         q.push(LOG_SELECT).push(" WHERE l.project = ").push_bind(project);
         if let Some(event) = f.event_id {
@@ -153,7 +298,7 @@ pub fn push_list<'a>(q: &mut QueryBuilder<'a, Postgres>, project: &'a str, f: &L
         if let Some(s) = f.status {
             q.push(" AND l.status = ").push_bind(s.as_str());
         }
-        push_trigger_and_time(q, f);
+        push_trigger_and_time(q, f, ids);
         q.push(" ORDER BY l.created_at DESC, l.id DESC LIMIT ").push_bind(f.limit);
     } else {
         let statuses = match f.status {
@@ -166,7 +311,7 @@ pub fn push_list<'a>(q: &mut QueryBuilder<'a, Postgres>, project: &'a str, f: &L
             if i > 0 {
                 q.push(" UNION ALL ");
             }
-            push_branch(q, project, *s, f);
+            push_branch(q, project, *s, f, ids);
         }
         q.push(") x JOIN events e ON e.id = x.event_id ORDER BY x.created_at DESC, x.id DESC LIMIT ").push_bind(f.limit);
     }
@@ -175,7 +320,7 @@ pub fn push_list<'a>(q: &mut QueryBuilder<'a, Postgres>, project: &'a str, f: &L
 /// The logs of one status that pass the filter, newest first, at most a page.
 /// Statuses are written as literals, and with the group their partial index
 /// names, so that the planner sees which index holds them.
-fn push_branch(q: &mut QueryBuilder<'_, Postgres>, project: &str, status: Status, f: &LogFilter) {
+fn push_branch(q: &mut QueryBuilder<'_, Postgres>, project: &str, status: Status, f: &LogFilter, ids: IdRange) {
     let columns =
         "l.id, l.event_id, l.trigger_name, l.event_type, l.status, l.attempts, l.created_at, l.next_attempt_at, l.last_error";
     let st = status.as_str();
@@ -187,7 +332,7 @@ fn push_branch(q: &mut QueryBuilder<'_, Postgres>, project: &str, status: Status
                   WHERE l.status IN ({group}) AND l.status = '{st}' AND l.project = "
             ))
             .push_bind(project.to_owned());
-            push_trigger_and_time(q, f);
+            push_trigger_and_time(q, f, ids);
         }
         Status::Pending => {
             // Pending logs that wait long (retries, logs set aside, logs due later
@@ -203,7 +348,7 @@ fn push_branch(q: &mut QueryBuilder<'_, Postgres>, project: &str, status: Status
                     AND l.project = "
             ))
             .push_bind(project.to_owned());
-            push_trigger_and_time(q, f);
+            push_trigger_and_time(q, f, ids);
             q.push(" ORDER BY l.created_at DESC, l.id DESC LIMIT ").push_bind(f.limit);
             q.push(format_args!(
                 ") UNION ALL SELECT {columns} FROM (SELECT {columns} FROM event_logs l
@@ -211,7 +356,7 @@ fn push_branch(q: &mut QueryBuilder<'_, Postgres>, project: &str, status: Status
                     AND l.next_attempt_at <= now() AND l.project = "
             ))
             .push_bind(project.to_owned());
-            push_trigger_and_time(q, f);
+            push_trigger_and_time(q, f, ids);
             q.push(" OFFSET 0) l) l");
         }
         Status::Processing => {
@@ -222,17 +367,25 @@ fn push_branch(q: &mut QueryBuilder<'_, Postgres>, project: &str, status: Status
             // live one.
             q.push(format_args!("(SELECT {columns} FROM (SELECT {columns} FROM event_logs l WHERE l.status = '{st}' AND NOT l.paused AND l.project = "))
                 .push_bind(project.to_owned());
-            push_trigger_and_time(q, f);
+            push_trigger_and_time(q, f, ids);
             q.push(format_args!(" UNION ALL SELECT {columns} FROM event_logs l WHERE l.paused AND l.status = '{st}' AND l.project = "))
                 .push_bind(project.to_owned());
-            push_trigger_and_time(q, f);
+            push_trigger_and_time(q, f, ids);
             q.push(" OFFSET 0) l");
         }
     }
     q.push(" ORDER BY l.created_at DESC, l.id DESC LIMIT ").push_bind(f.limit).push(")");
 }
 
-fn push_trigger_and_time(q: &mut QueryBuilder<'_, Postgres>, f: &LogFilter) {
+fn push_trigger_and_time(q: &mut QueryBuilder<'_, Postgres>, f: &LogFilter, ids: IdRange) {
+    // Bounds of the partition key, known when the statement is planned, so that
+    // its plan leaves out the partitions beyond them.
+    if let Some(lo) = ids.lo {
+        q.push(" AND l.id >= ").push_bind(lo);
+    }
+    if let Some(hi) = ids.hi {
+        q.push(" AND l.id < ").push_bind(hi);
+    }
     if let Some(t) = &f.trigger {
         q.push(" AND l.trigger_name = ").push_bind(t.clone());
     }
@@ -329,22 +482,37 @@ pub async fn ended_counts(
 /// history index's range for the window, which reads every log created in it
 /// (7 ms and parallel workers for an hour of 19,000 logs, for a backlog of 1,000).
 pub async fn live_counts(pool: &PgPool, project: &str, since: DateTime<Utc>) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT status, count(*) FILTER (WHERE created_at >= $2) FROM (
-             SELECT status, created_at FROM event_logs
-             WHERE status IN ('scheduled', 'pending') AND NOT paused AND project = $1
-             UNION ALL
-             SELECT status, created_at FROM event_logs
-             WHERE paused AND status IN ('scheduled', 'pending', 'processing') AND project = $1
-             UNION ALL
-             SELECT status, created_at FROM event_logs
-             WHERE status = 'processing' AND NOT paused AND project = $1
-         ) live GROUP BY status",
-    )
-    .bind(project)
-    .bind(since)
-    .fetch_all(pool)
-    .await
+    let mut conn = pool.acquire().await?;
+    let (now, starts) = partition_starts(&mut conn).await?;
+    // Only the partitions from the one holding `since` on (see [`Windows`]); the
+    // bound is a partition's start, so that it leaves out partitions without
+    // narrowing the index scans in the others.
+    let window = Windows { anchor: now, starts, floor: None };
+    let ids = match window.from_start_before(since - STORED_BEFORE_CREATION, 1) {
+        look @ Look::From { .. } => window.ids(look),
+        Look::Everything => IdRange::default(),
+    };
+    let mut q = QueryBuilder::<Postgres>::new("SELECT status, count(*) FILTER (WHERE created_at >= ");
+    q.push_bind(since).push(") FROM (");
+    let parts = [
+        "status IN ('scheduled', 'pending') AND NOT paused",
+        "paused AND status IN ('scheduled', 'pending', 'processing')",
+        "status = 'processing' AND NOT paused",
+    ];
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            q.push(" UNION ALL ");
+        }
+        q.push(format_args!("SELECT status, created_at FROM event_logs l WHERE {part} AND project = ")).push_bind(project.to_owned());
+        if let Some(lo) = ids.lo {
+            q.push(" AND l.id >= ").push_bind(lo);
+        }
+        if let Some(hi) = ids.hi {
+            q.push(" AND l.id < ").push_bind(hi);
+        }
+    }
+    q.push(") live GROUP BY status");
+    q.build_query_as().persistent(false).fetch_all(&mut *conn).await
 }
 
 /// Processed and failed event logs per bar of `bar_secs` (a whole number of
