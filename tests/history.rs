@@ -1030,7 +1030,7 @@ async fn the_partition_migration_keeps_every_row(pool: PgPool) {
 
     // Partitions made from here take their rows out of the default partition.
     let made = herald::store::partitions::ensure_ahead(&pool).await.unwrap();
-    assert!(made >= 2, "{made}");
+    assert!(made >= 1, "{made}");
     let rows_now: (String, String, String) = sqlx::query_as(snapshot).fetch_one(&pool).await.unwrap();
     assert_eq!(rows_now, rows_before, "every row is kept");
     // The list pages through them all, newest first, wherever their ids put them.

@@ -50,10 +50,17 @@ pub(super) async fn run(t: &Target, sizes: &[u64], days: u32, samples: usize) ->
                     continue;
                 }
             }
-            // In daily partitions, as a node that has run for these days keeps them.
+            // In partitions of the width the node's retention gives, as a node that
+            // has run for these days keeps them.
             let now = chrono::Utc::now();
             let day = chrono::Duration::days(1);
-            crate::store::partitions::create_range_patiently(db, now - day * (days as i32 + 1), now + day, day).await?;
+            // Back from the oldest range the node made, on the same edges.
+            use crate::store::partitions;
+            let width = partitions::width(partitions::max_retention_days(db).await?);
+            let oldest = partitions::list(db).await?.into_iter().filter_map(|p| p.lo_at).min();
+            let until = oldest.unwrap_or(now + day);
+            let widths = ((until - (now - day * (days as i32 + 1))).num_seconds() as f64 / width.num_seconds() as f64).ceil();
+            partitions::create_range_patiently(db, until - width * widths.max(0.0) as i32, until, width).await?;
             eprintln!("history: loading {more} ended event logs over {days} days…");
             let started = Instant::now();
             load(db, loaded, more, days).await?;

@@ -61,14 +61,15 @@ pub fn floor_id(at: DateTime<Utc>) -> Uuid {
     Uuid::from_u128(ms << 80)
 }
 
-/// The width of new partitions for the longest retention of any project: a day up
-/// to 60 days of retention, then wider (at most 31 days), so that the number of
-/// partitions stays under about a hundred.
+/// The width of new partitions for the longest retention of any project: a tenth
+/// of it, at least a day and at most 31 days. Every statement that may read any
+/// partition costs a planning step per partition, so their number stays about a
+/// dozen (a month's retention: 3-day partitions); the price is that history at the
+/// longest retention goes, by whole partitions, up to a tenth of it late.
 pub fn width(max_retention_days: i32) -> Duration {
-    Duration::days((max_retention_days as i64 / 30).clamp(1, 31))
+    Duration::days((max_retention_days as i64 / 10).clamp(1, 31))
 }
 
-/// The longest retention of any project, in days (30 with no project).
 pub async fn max_retention_days(pool: &PgPool) -> Result<i32, sqlx::Error> {
     let d: Option<i32> = sqlx::query_scalar("SELECT max(retention_days) FROM projects").fetch_one(pool).await?;
     Ok(d.unwrap_or(30))
