@@ -229,12 +229,12 @@ impl Windows {
 
     /// The partitions of the last hour or more before the anchor.
     pub fn first(&self) -> Look {
-        self.from_start_before(self.anchor - chrono::Duration::hours(1), 1)
+        self.look_from_start_before(self.anchor - chrono::Duration::hours(1), 1)
     }
 
     /// The look from the start of the partition holding `t`, unless `from` is as
     /// far back (then the exact look is no wider).
-    fn from_start_before(&self, t: DateTime<Utc>, tries: u8) -> Look {
+    fn look_from_start_before(&self, t: DateTime<Utc>, tries: u8) -> Look {
         match self.starts.iter().rev().find(|s| **s <= t) {
             Some(&start) if self.floor.is_none_or(|f| f < start) => Look::From { start, tries },
             _ => Look::Everything,
@@ -270,7 +270,7 @@ impl Windows {
         let span = (self.anchor - start).num_seconds().max(3600) as f64;
         let back = (span * 2.0 * limit as f64 / rows.len() as f64).min(3650.0 * 86400.0);
         let t = (self.anchor - chrono::Duration::seconds(back as i64)).min(start - chrono::Duration::seconds(1));
-        Some(self.from_start_before(t, tries + 1))
+        Some(self.look_from_start_before(t, tries + 1))
     }
 }
 
@@ -492,7 +492,7 @@ pub async fn live_counts(pool: &PgPool, project: &str, since: DateTime<Utc>) -> 
     // (see [`Windows`]): its plan, made for the values, leaves out the others. The
     // bound is a partition's start, so that it never narrows the index scans.
     let window = Windows { anchor: now, starts, floor: None };
-    let few = match window.from_start_before(since - STORED_BEFORE_CREATION, 1) {
+    let few = match window.look_from_start_before(since - STORED_BEFORE_CREATION, 1) {
         Look::From { start, .. } if window.starts.iter().filter(|s| **s >= start).count() <= 3 => {
             Some(window.ids(Look::From { start, tries: 1 }))
         }
