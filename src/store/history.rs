@@ -149,16 +149,22 @@ pub async fn list_logs_on(conn: &mut PgConnection, project: &str, f: &LogFilter)
         // The logs of one event: a handful, found through one index wherever they are.
         return fetch_list(conn, project, f, IdRange::default()).await;
     }
-    let (now, starts) = partition_starts(&mut *conn).await?;
+    // No parallel workers: a page never needs them, and starting one took longer
+    // (about 10 ms) than reading the page (an hour's range ten days back).
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0").execute(&mut *tx).await?;
+    let (now, starts) = partition_starts(&mut tx).await?;
     let windows = Windows::new(now, starts, f);
     let mut look = windows.first();
-    loop {
-        let rows = fetch_list(conn, project, f, windows.ids(look)).await?;
+    let rows = loop {
+        let rows = fetch_list(&mut tx, project, f, windows.ids(look)).await?;
         match windows.next(look, &rows, f.limit) {
-            None => return Ok(rows),
+            None => break rows,
             Some(further) => look = further,
         }
-    }
+    };
+    tx.commit().await?;
+    Ok(rows)
 }
 
 async fn fetch_list(conn: &mut PgConnection, project: &str, f: &LogFilter, ids: IdRange) -> Result<Vec<EventLog>, sqlx::Error> {
