@@ -414,15 +414,16 @@ async fn partitions_read(pool: &PgPool, f: &herald::store::history::LogFilter) -
 async fn a_list_reads_only_the_partitions_its_page_needs(pool: PgPool) {
     let day = chrono::Duration::days(1);
     herald::store::partitions::create_range(&pool, Utc::now() - day * 12, Utc::now() + day, day).await.unwrap();
-    // Every 10 minutes for 10 days a busy log; one a day of a rare trigger (the
-    // newest 50 minutes ago, so in the first partitions a list reads), the oldest
-    // ones pending; a few of an old trigger 9 days ago.
+    // Every 10 minutes for 10 days a log: most of a busy trigger, one an hour of
+    // another and one a day of a rare one (the newest of each 50 minutes ago), the
+    // oldest rare ones pending; a few of an old trigger 9 days ago.
     sqlx::query(
         "WITH g AS (
              SELECT i, now() - make_interval(mins => 10 * i) AS at FROM generate_series(1, 1440) i
          ), t AS (
              SELECT i, at, herald_uuid_at(at) AS event_id,
-                    CASE WHEN i % 144 = 5 THEN 'rare' WHEN i BETWEEN 1300 AND 1302 THEN 'old' ELSE 'busy' END AS name,
+                    CASE WHEN i % 144 = 5 THEN 'rare' WHEN i % 6 = 5 THEN 'hourly' WHEN i BETWEEN 1300 AND 1302 THEN 'old'
+                         ELSE 'busy' END AS name,
                     CASE WHEN i % 144 = 5 AND i > 1000 THEN 'pending' WHEN i % 10 = 3 THEN 'failed' ELSE 'processed' END AS status
              FROM g
          ), e AS (
@@ -435,15 +436,22 @@ async fn a_list_reads_only_the_partitions_its_page_needs(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
-    // Stored a minute before a partition's end, created (its transaction's start,
-    // by a clock stepped back) five minutes after it.
     let edge: DateTime<Utc> = sqlx::query_scalar("SELECT hi_at FROM history_partitions ORDER BY hi_at LIMIT 1 OFFSET 5")
         .fetch_one(&pool)
         .await
         .unwrap();
-    // Pending for 13 days: older than every partition, in the default one.
+    let middle = Utc::now() - day * 5;
+    let minutes = chrono::Duration::minutes;
     for (stored, created, name) in [
-        (edge - chrono::Duration::minutes(1), edge + chrono::Duration::minutes(5), "busy"),
+        // Stored a minute before a partition's end, created (its transaction's
+        // start, by a clock stepped back) five minutes after it.
+        (edge - minutes(1), edge + minutes(5), "busy"),
+        // Created and stored in the next partition, 2 minutes into it: older than
+        // the log above, but in the partition a look from that edge reads.
+        (edge + minutes(2), edge + minutes(2), "busy"),
+        // Stored half an hour after its transaction began, a little before `middle`.
+        (middle + minutes(30), middle - minutes(5), "busy"),
+        // Pending for 13 days: older than every partition, in the default one.
         (Utc::now() - day * 13, Utc::now() - day * 13, "rare"),
     ] {
         let event = id_at(stored);
@@ -471,8 +479,11 @@ async fn a_list_reads_only_the_partitions_its_page_needs(pool: PgPool) {
     assert_eq!(in_default, 1);
     sqlx::query("ANALYZE").execute(&pool).await.unwrap();
 
+    let ordered_since: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM history_ordered_since").fetch_one(&pool).await.unwrap();
+    assert_eq!(ordered_since, 0, "a database made by this build has only time-ordered ids");
+
     // Pages through exactly what a scan finds.
-    let middle = Utc::now() - day * 5;
     let mut filters = Vec::new();
     for limit in [7, 60] {
         filters.extend([
@@ -486,9 +497,23 @@ async fn a_list_reads_only_the_partitions_its_page_needs(pool: PgPool) {
             filter(|f| (f.to, f.limit) = (Some(middle), limit)),
             filter(|f| (f.from, f.to, f.limit) = (Some(middle - day), Some(middle), limit)),
             filter(|f| (f.trigger, f.from, f.limit) = (Some("rare".into()), Some(middle), limit)),
-            filter(|f| (f.from, f.limit) = (Some(edge - chrono::Duration::minutes(3)), limit)),
+            filter(|f| (f.from, f.limit) = (Some(edge + minutes(2)), limit)),
+            filter(|f| (f.trigger, f.limit) = (Some("hourly".into()), limit)),
         ]);
     }
+    // A page that a look from the edge fills, ending on the log 2 minutes into the
+    // partition: the log created 5 minutes into it, stored before it, belongs on
+    // that page.
+    let to = edge + minutes(65);
+    let seen: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM event_logs WHERE trigger_name = 'busy' AND created_at < $1 AND id >= herald_uuid_floor($2)",
+    )
+    .bind(to)
+    .bind(edge)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    filters.push(filter(|f| (f.trigger, f.to, f.limit) = (Some("busy".into()), Some(to), seen)));
     for f in filters {
         let expected: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM event_logs
@@ -516,9 +541,9 @@ async fn a_list_reads_only_the_partitions_its_page_needs(pool: PgPool) {
     let (page, read) = partitions_read(&pool, &filter(|f| (f.to, f.limit) = (Some(middle), 60))).await;
     assert_eq!(page.len(), 60);
     assert!(read.len() <= 3, "a page of ten hours five days ago read {read:?}");
-    let (page, read) = partitions_read(&pool, &filter(|f| f.trigger = Some("rare".into()))).await;
+    let (page, read) = partitions_read(&pool, &filter(|f| f.trigger = Some("hourly".into()))).await;
     assert_eq!(page.len(), 7);
-    assert!(read.len() < all as usize, "a page of a log a day read all {all} partitions: {read:?}");
+    assert!(read.len() <= 3, "a page of a log an hour read {read:?}");
     let (page, read) = partitions_read(&pool, &filter(|f| f.trigger = Some("nothing".into()))).await;
     assert!(page.is_empty());
     assert_eq!(read.len(), all as usize + 1, "finding nothing reads every partition and the default one: {read:?}");

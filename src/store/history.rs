@@ -153,8 +153,7 @@ pub async fn list_logs_on(conn: &mut PgConnection, project: &str, f: &LogFilter)
     // (about 10 ms) than reading the page (an hour's range ten days back).
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0").execute(&mut *tx).await?;
-    let (now, starts) = partition_starts(&mut tx).await?;
-    let windows = Windows::new(now, starts, f);
+    let windows = partition_starts(&mut tx).await?.for_list(f);
     let mut look = windows.first();
     let rows = loop {
         let rows = fetch_list(&mut tx, project, f, windows.ids(look)).await?;
@@ -202,17 +201,20 @@ pub const STORED_BEFORE_CREATION: chrono::Duration = chrono::Duration::minutes(1
 /// is the page. Otherwise the list looks again from a start far enough back for
 /// the density of what it found (twice over), and then, if need be, everywhere.
 ///
-/// This holds for time-ordered ids, that is for the logs created since the first
-/// partition's start. Logs of builds before them (random ids, in the legacy and the
-/// default partitions) were all created before it: a look never starts earlier,
-/// and the last look, which has no lower bound (or the one `from` gives, when it is
-/// later than that), has no upper bound either.
+/// This holds for time-ordered ids. Logs of builds before them (random ids, in the
+/// legacy and the default partitions) were all created before the partitions'
+/// migration ran, which `history_ordered_since` records when there were any: a look
+/// never starts earlier than that, and the last look, which has no lower bound (or
+/// the one `from` gives, when it is later than that), has no upper bound either.
 #[derive(Clone, Debug)]
 pub struct Windows {
     /// The newest creation time the filter can want.
     anchor: DateTime<Utc>,
-    /// The starts of the partitions of time-ordered ids, oldest first.
+    /// The starts of the partitions, oldest first, from the moment ids are
+    /// known to be time-ordered on.
     starts: Vec<DateTime<Utc>>,
+    /// Since when ids are time-ordered, when some are not.
+    ordered_since: Option<DateTime<Utc>>,
     /// The smallest id time `from` allows, when ids are time-ordered there.
     floor: Option<DateTime<Utc>>,
 }
@@ -225,12 +227,20 @@ pub enum Look {
 }
 
 impl Windows {
-    /// `now` is the database's clock, `starts` the partitions' starts.
-    pub fn new(now: DateTime<Utc>, starts: Vec<DateTime<Utc>>, f: &LogFilter) -> Self {
-        let anchor = [Some(now), f.to, f.before.map(|b| b.0)].into_iter().flatten().min().unwrap_or(now);
-        let ordered_since = starts.first().copied();
-        let floor = f.from.map(|t| t - STORED_BEFORE_CREATION).filter(|t| ordered_since.is_some_and(|o| *t >= o));
-        Windows { anchor, starts, floor }
+    /// These windows, for the list `f`.
+    pub fn for_list(mut self, f: &LogFilter) -> Self {
+        let now = self.anchor;
+        self.anchor = [Some(now), f.to, f.before.map(|b| b.0)].into_iter().flatten().min().unwrap_or(now);
+        let ordered_since = self.ordered_since;
+        self.floor = f.from.map(|t| t - STORED_BEFORE_CREATION).filter(|t| ordered_since.is_none_or(|o| *t >= o));
+        self
+    }
+
+    /// Looks back from `now` over the partitions that start at `starts`, from
+    /// `ordered_since` on (from any when every id is time-ordered).
+    fn over(now: DateTime<Utc>, mut starts: Vec<DateTime<Utc>>, ordered_since: Option<DateTime<Utc>>) -> Self {
+        starts.retain(|s| ordered_since.is_none_or(|o| *s >= o));
+        Windows { anchor: now, starts, ordered_since, floor: None }
     }
 
     /// The partitions of the last hour or more before the anchor.
@@ -280,13 +290,18 @@ impl Windows {
     }
 }
 
-/// The database's clock and the starts of the partitions of time-ordered ids, oldest first.
-async fn partition_starts(conn: &mut PgConnection) -> Result<(DateTime<Utc>, Vec<DateTime<Utc>>), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT now(), COALESCE(array_agg(lo_at ORDER BY lo_at) FILTER (WHERE lo IS NOT NULL), '{}') FROM history_partitions",
+/// The database's clock, the starts of the partitions (oldest first), and since
+/// when ids are time-ordered when some are not (see the migration
+/// `ordered_ids_since`).
+async fn partition_starts(conn: &mut PgConnection) -> Result<Windows, sqlx::Error> {
+    let (now, starts, ordered_since): (DateTime<Utc>, Vec<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT now(), COALESCE(array_agg(lo_at ORDER BY lo_at) FILTER (WHERE lo IS NOT NULL), '{}'),
+                (SELECT max(at) FROM history_ordered_since)
+         FROM history_partitions",
     )
     .fetch_one(conn)
-    .await
+    .await?;
+    Ok(Windows::over(now, starts, ordered_since))
 }
 
 /// The smallest time-ordered id of a moment.
@@ -493,13 +508,12 @@ pub async fn ended_counts(
 /// (7 ms and parallel workers for an hour of 19,000 logs, for a backlog of 1,000).
 pub async fn live_counts(pool: &PgPool, project: &str, since: DateTime<Utc>) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let (now, starts) = partition_starts(&mut conn).await?;
+    let window = partition_starts(&mut conn).await?;
     // Over a few partitions, only the partitions from the one holding `since` on
     // (see [`Windows`]): its plan, made for the values, leaves out the others. The
     // bound is a partition's start, so that it never narrows the index scans.
-    let window = Windows { anchor: now, starts, floor: None };
     let few = match window.look_from_start_before(since - STORED_BEFORE_CREATION, 1) {
-        Look::From { start, .. } if window.starts.iter().filter(|s| **s >= start).count() <= 3 => {
+        Look::From { start, .. } if window.starts.iter().filter(|s| **s >= start && **s <= window.anchor).count() <= 3 => {
             Some(window.ids(Look::From { start, tries: 1 }))
         }
         _ => None,

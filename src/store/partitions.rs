@@ -2,8 +2,8 @@
 //! `invocation_logs` are partitioned by the range of their time-ordered ids
 //! (invocation logs by their event log's id), the three alike: one row of
 //! `history_partitions` names the three partitions of one range. Each range is a
-//! day, or wider when a project keeps years of history, so that there are never
-//! more than about a hundred of them.
+//! tenth of the longest retention wide (at least a day), so that there are about a
+//! dozen of them.
 //!
 //! Partitions are made ahead of time, and retention drops a range's three whole,
 //! once every project's retention has passed its end: no `DELETE`, no dead rows,
@@ -70,6 +70,7 @@ pub fn width(max_retention_days: i32) -> Duration {
     Duration::days((max_retention_days as i64 / 10).clamp(1, 31))
 }
 
+/// The longest retention of any project, in days (30 with no project yet).
 pub async fn max_retention_days(pool: &PgPool) -> Result<i32, sqlx::Error> {
     let d: Option<i32> = sqlx::query_scalar("SELECT max(retention_days) FROM projects").fetch_one(pool).await?;
     Ok(d.unwrap_or(30))
