@@ -1052,6 +1052,10 @@ async fn the_partition_migration_keeps_every_row(pool: PgPool) {
     assert_eq!(places.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["event_logs_default", "event_logs_legacy"]);
     let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys").fetch_one(&pool).await.unwrap();
     assert_eq!(keys, 4);
+    // The list bounds its reads by id only for logs created since the upgrade.
+    let since: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT max(at) FROM history_ordered_since").fetch_one(&pool).await.unwrap();
+    assert!(since.is_some_and(|t| t <= Utc::now() && t > Utc::now() - chrono::Duration::minutes(5)), "{since:?}");
 
     // Partitions made from here take their rows out of the default partition.
     let made = herald::store::partitions::ensure_ahead(&pool).await.unwrap();
