@@ -37,7 +37,7 @@ const DRAIN_BATCH: i64 = 1000;
 
 /// Herald's tables in its own database: watching them would feed Herald its own
 /// writes.
-const HERALD_TABLES: [&str; 15] = [
+const HERALD_TABLES: [&str; 16] = [
     "public.flow_credits",
     "public.trigger_stats",
     "public.database_grants",
@@ -49,6 +49,7 @@ const HERALD_TABLES: [&str; 15] = [
     "public.invocation_logs",
     "public.event_log_counts",
     "public.history_partitions",
+    "public.history_ordered_since",
     "public.idempotency_keys",
     "public.admins",
     "public.file_intents",
