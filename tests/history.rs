@@ -454,22 +454,17 @@ async fn a_list_reads_only_the_partitions_its_page_needs(pool: PgPool) {
         // Pending for 13 days: older than every partition, in the default one.
         (Utc::now() - day * 13, Utc::now() - day * 13, "rare"),
     ] {
-        let event = id_at(stored);
-        sqlx::query("INSERT INTO events (id, project, type, data, deliver_at, created_at) VALUES ($1, 'default', $2, '{}', $3, $3)")
-            .bind(event)
-            .bind(format!("{name}.type"))
-            .bind(created)
-            .execute(&pool)
-            .await
-            .unwrap();
         sqlx::query(
-            "INSERT INTO event_logs (id, event_id, project, trigger_name, event_type, status, next_attempt_at, created_at)
-             VALUES ($1, $2, 'default', $3, $4, 'pending', $5 + interval '1 year', $5)",
+            "WITH e AS (
+                 INSERT INTO events (id, project, type, data, deliver_at, created_at)
+                 VALUES ($1, 'default', $3 || '.type', '{}', $4, $4) RETURNING id, type
+             )
+             INSERT INTO event_logs (id, event_id, project, trigger_name, event_type, status, next_attempt_at, created_at)
+             SELECT $2, e.id, 'default', $3, e.type, 'pending', $4 + interval '1 year', $4 FROM e",
         )
         .bind(id_at(stored))
-        .bind(event)
+        .bind(id_at(stored))
         .bind(name)
-        .bind(format!("{name}.type"))
         .bind(created)
         .execute(&pool)
         .await

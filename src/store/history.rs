@@ -10,6 +10,7 @@ use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::model::{EventLog, Invocation, Status, Summary};
+use crate::store::partitions::floor_id;
 
 #[derive(FromRow)]
 struct EventLogRow {
@@ -231,8 +232,7 @@ impl Windows {
     pub fn for_list(mut self, f: &LogFilter) -> Self {
         let now = self.anchor;
         self.anchor = [Some(now), f.to, f.before.map(|b| b.0)].into_iter().flatten().min().unwrap_or(now);
-        let ordered_since = self.ordered_since;
-        self.floor = f.from.map(|t| t - STORED_BEFORE_CREATION).filter(|t| ordered_since.is_none_or(|o| *t >= o));
+        self.floor = f.from.map(|t| t - STORED_BEFORE_CREATION).filter(|t| self.ordered_since.is_none_or(|o| *t >= o));
         self
     }
 
@@ -302,11 +302,6 @@ async fn partition_starts(conn: &mut PgConnection) -> Result<Windows, sqlx::Erro
     .fetch_one(conn)
     .await?;
     Ok(Windows::over(now, starts, ordered_since))
-}
-
-/// The smallest time-ordered id of a moment.
-fn floor_id(at: DateTime<Utc>) -> Uuid {
-    crate::store::partitions::floor_id(at)
 }
 
 /// Writes the statement of [`list_logs`] into `q` (tests EXPLAIN it).
@@ -513,8 +508,8 @@ pub async fn live_counts(pool: &PgPool, project: &str, since: DateTime<Utc>) -> 
     // (see [`Windows`]): its plan, made for the values, leaves out the others. The
     // bound is a partition's start, so that it never narrows the index scans.
     let few = match window.look_from_start_before(since - STORED_BEFORE_CREATION, 1) {
-        Look::From { start, .. } if window.starts.iter().filter(|s| **s >= start && **s <= window.anchor).count() <= 3 => {
-            Some(window.ids(Look::From { start, tries: 1 }))
+        look @ Look::From { start, .. } if window.starts.iter().filter(|s| **s >= start && **s <= window.anchor).count() <= 3 => {
+            Some(window.ids(look))
         }
         _ => None,
     };
