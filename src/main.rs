@@ -161,7 +161,8 @@ async fn with_database(config: &Config, options: PgConnectOptions, command: Opti
 }
 
 async fn serve(config: &Config, engine: Engine) -> Result<()> {
-    if let Some(key) = engine.bootstrap().await? {
+    let made = engine.first_start(&config.admin_user, config.admin_password.as_deref()).await?;
+    if let Some(key) = made.api_key {
         println!();
         println!("  Herald created the project 'default' and an admin API key for it.");
         println!("  It is shown only this once; keep it somewhere safe:");
@@ -169,7 +170,7 @@ async fn serve(config: &Config, engine: Engine) -> Result<()> {
         println!("      {key}");
         println!();
     }
-    if let Some(password) = engine.bootstrap_admin(&config.admin_user, config.admin_password.as_deref()).await? {
+    if let Some(password) = made.admin_password {
         println!("  Mission Control account '{}' has the password (shown only this once):", config.admin_user);
         println!();
         println!("      {password}");

@@ -109,6 +109,30 @@ async fn admin_passwords(pool: PgPool) {
     assert!(hash.starts_with("$argon2id$"));
 }
 
+/// Nodes started together on an empty database (a deployment's replicas all
+/// start at once) make one admin API key and one Mission Control account
+/// between them, and none of them fails.
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn nodes_starting_together_make_one_key_and_one_account(pool: PgPool) {
+    for round in 0..6 {
+        sqlx::query("TRUNCATE admins, api_keys CASCADE").execute(&pool).await.unwrap();
+        let starts = (0..3).map(|_| {
+            let engine = Engine::new(pool.clone(), Uuid::new_v4(), Default::default());
+            async move { engine.first_start("admin", None).await.map(|made| (made.api_key, made.admin_password)) }
+        });
+        let results = futures_util::future::join_all(starts).await;
+        let started: Vec<_> = results.into_iter().map(|r| r.expect("every node starts")).collect();
+        let keys = started.iter().filter(|(k, _)| k.is_some()).count();
+        let passwords = started.iter().filter(|(_, p)| p.is_some()).count();
+        assert_eq!((keys, passwords), (1, 1), "round {round}: one key and one password shown, by whichever node made them");
+        let rows: (i64, i64) = sqlx::query_as("SELECT (SELECT count(*) FROM api_keys), (SELECT count(*) FROM admins)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, (1, 1), "round {round}");
+    }
+}
+
 /// The flow-control scenarios at small sizes: the rate limit holds and per-key
 /// order has no violation (the figures at full size are in the README).
 #[sqlx::test(migrator = "herald::store::MIGRATOR")]

@@ -114,6 +114,16 @@ fn hash_key(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
 }
 
+/// What a first start made and shows once: each is `None` when it existed already.
+#[derive(Debug, Default)]
+pub struct FirstStart {
+    /// The `default` project's first admin API key.
+    pub api_key: Option<String>,
+    /// The generated password of the Mission Control account (none when the
+    /// account existed, or HERALD_ADMIN_PASSWORD gave it).
+    pub admin_password: Option<String>,
+}
+
 impl Engine {
     /// Creates a project with fresh secrets. Returns false if it already existed.
     pub async fn create_project(&self, id: &str) -> Result<bool, EngineError> {
@@ -134,6 +144,17 @@ impl Engine {
             tracing::warn!(error = %e, "could not make the history's partitions ahead; retention's pass retries");
         }
         Ok(())
+    }
+
+    /// Everything a serving node's start makes when it is missing: the `default`
+    /// project, its first admin API key and the Mission Control account. Nodes
+    /// that start together take turns, so there is one key and one account, shown
+    /// by the node that made them; the others find them made and show nothing.
+    pub async fn first_start(&self, admin_user: &str, admin_password: Option<&str>) -> Result<FirstStart, EngineError> {
+        let _turn = store::projects::lock_first_start(self.pool()).await?;
+        let api_key = self.bootstrap().await?;
+        let admin_password = self.bootstrap_admin(admin_user, admin_password).await?;
+        Ok(FirstStart { api_key, admin_password })
     }
 
     /// Creates the `default` project on first start, and an admin key for it if it

@@ -11,6 +11,22 @@ pub struct Project {
     pub signing_secret: String,
 }
 
+/// Held while a node makes what the first start makes (the `default` project, its
+/// first admin key, the Mission Control account), so that nodes starting together
+/// on an empty database make one of each. It is a session-level advisory lock on
+/// a connection of its own that is closed, never returned to the pool, when this
+/// is dropped: the lock cannot outlive it, even on an error or a panic.
+pub struct FirstStartLock(#[allow(dead_code)] sqlx::pool::PoolConnection<sqlx::Postgres>);
+
+/// Waits for, and takes, the first-start lock ("herald first start").
+pub async fn lock_first_start(pool: &PgPool) -> Result<FirstStartLock, sqlx::Error> {
+    const LOCK: i64 = 0x6865_7261_6c64_6673;
+    let mut conn = pool.acquire().await?;
+    conn.close_on_drop();
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(LOCK).execute(&mut *conn).await?;
+    Ok(FirstStartLock(conn))
+}
+
 /// Creates the project unless it exists. Returns true when it was created.
 pub async fn insert_if_missing(
     pool: &PgPool,
