@@ -166,6 +166,9 @@ async fn three_nodes_share_100_000_deliveries_and_take_over_a_killed_one(pool: P
         *per_node.entry(body["source"].as_str().unwrap().to_string()).or_default() += 1;
     }
     eprintln!("3 nodes delivered {N} events in {took:?}: {per_node:?}");
+    for (i, (child, _)) in nodes.iter_mut().enumerate() {
+        assert!(child.try_wait().unwrap().is_none(), "node {i} exited before the test ended (its stderr is above)");
+    }
     assert_eq!(per_seq.len(), N);
     assert!(per_seq.values().all(|&c| c == 1), "each event log is delivered exactly once without faults");
     assert_eq!(per_node.len(), 3, "all three nodes delivered");
