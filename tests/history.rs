@@ -270,10 +270,7 @@ async fn kept_counts_agree_with_the_history(pool: PgPool) {
     }
     // The counts the trigger kept are the counts a scan makes, bucket by bucket.
     let kept: Vec<(String, DateTime<Utc>, String, i64)> =
-        sqlx::query_as(
-            "SELECT span, bucket, status, sum(n)::bigint FROM event_log_counts
-             GROUP BY 1, 2, 3 HAVING sum(n) <> 0 ORDER BY 1, 2, 3",
-        )
+        sqlx::query_as("SELECT span, bucket, status, n FROM event_log_counts WHERE n <> 0 ORDER BY 1, 2, 3")
             .fetch_all(&pool)
             .await
             .unwrap();
@@ -627,9 +624,8 @@ fn total_cost(line: &str) -> f64 {
 /// for the last two days (older minutes are not kept).
 async fn kept_and_scanned(pool: &PgPool) -> (Vec<(String, DateTime<Utc>, String, i64)>, Vec<(String, DateTime<Utc>, String, i64)>) {
     let kept = sqlx::query_as(
-        "SELECT span, bucket, status, sum(n)::bigint FROM event_log_counts
-         WHERE span = 'hour' OR bucket >= now() - interval '2 days'
-         GROUP BY 1, 2, 3 HAVING sum(n) <> 0 ORDER BY 1, 2, 3",
+        "SELECT span, bucket, status, n FROM event_log_counts
+         WHERE n <> 0 AND (span = 'hour' OR bucket >= now() - interval '2 days') ORDER BY 1, 2, 3",
     )
     .fetch_all(pool)
     .await
@@ -662,24 +658,14 @@ async fn retention_takes_the_counts_of_what_it_removes(pool: PgPool) {
         "DELETE FROM event_log_counts",
         // By the time step between logs (1728 s): the steps are whole multiples of
         // 4 s, so a status by the second made every log alike, and one run in
-        // four had none ended. Three writers end them, each counting in a shard
-        // of its own, as the completer's writers do.
-        "WITH s AS MATERIALIZED (SELECT set_config('herald.count_shard', '1', true) AS v)
-         UPDATE event_logs SET status = (ARRAY['processed', 'failed', 'cancelled', 'pending'])[1 + round(extract(epoch FROM now() - created_at) / 1728)::bigint % 4]
-         FROM s WHERE s.v IS NOT NULL AND right(id::text, 1) < '5'",
-        "WITH s AS MATERIALIZED (SELECT set_config('herald.count_shard', '2', true) AS v)
-         UPDATE event_logs SET status = (ARRAY['processed', 'failed', 'cancelled', 'pending'])[1 + round(extract(epoch FROM now() - created_at) / 1728)::bigint % 4]
-         FROM s WHERE s.v IS NOT NULL AND right(id::text, 1) >= '5' AND right(id::text, 1) < 'a'",
-        "UPDATE event_logs SET status = (ARRAY['processed', 'failed', 'cancelled', 'pending'])[1 + round(extract(epoch FROM now() - created_at) / 1728)::bigint % 4]
-         WHERE right(id::text, 1) >= 'a'",
+        // four had none ended.
+        "UPDATE event_logs SET status = (ARRAY['processed', 'failed', 'cancelled', 'pending'])[1 + round(extract(epoch FROM now() - created_at) / 1728)::bigint % 4]",
     ] {
         sqlx::query(step).execute(&pool).await.unwrap();
     }
     let (kept, scanned) = kept_and_scanned(&pool).await;
     assert!(!kept.is_empty());
     assert_eq!(kept, scanned, "counts kept as logs end");
-    let shards: Vec<i16> = sqlx::query_scalar("SELECT DISTINCT shard FROM event_log_counts ORDER BY 1").fetch_all(&pool).await.unwrap();
-    assert_eq!(shards, [0, 1, 2], "each writer counted in its own shard");
 
     herald::store::projects::insert_if_missing(&pool, "default", "a-jwt-secret", "a-signing-secret").await.unwrap();
     // Batches leave a partition's width (a day) to the partitions: 4 days keep 5.
@@ -689,13 +675,6 @@ async fn retention_takes_the_counts_of_what_it_removes(pool: PgPool) {
     assert!(removed.event_logs > 50, "{removed:?}");
     let (kept, scanned) = kept_and_scanned(&pool).await;
     assert_eq!(kept, scanned, "counts after retention");
-    let unfolded: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM event_log_counts WHERE shard <> 0 AND bucket < now() - interval '2 hours'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(unfolded, 0, "retention folds the shards of older buckets into shard 0");
     let summary = herald::store::history::summary(&pool, "default", Duration::from_secs(30 * 86400)).await.unwrap();
     let expected = scanned_counts(&pool, "default", Utc::now() - chrono::Duration::days(30)).await;
     assert_eq!(summary.counts, expected);

@@ -257,7 +257,7 @@ async fn a_batch_with_an_unstorable_attempt_records_the_others(pool: PgPool) {
     };
     let now = chrono::Utc::now();
     let items = [attempt(logs[0], now), attempt(logs[1], chrono::DateTime::<chrono::Utc>::MIN_UTC), attempt(logs[2], now)];
-    let held = complete_batch(&pool, node, &items, 1).await.unwrap();
+    let held = complete_batch(&pool, node, &items).await.unwrap();
     assert_eq!(held, vec![true, true, true]);
     for id in &logs {
         let (log, _) = herald::store::history::log(&pool, "default", *id).await.unwrap().unwrap();
@@ -266,67 +266,6 @@ async fn a_batch_with_an_unstorable_attempt_records_the_others(pool: PgPool) {
     }
     let bad = herald::store::history::invocations(&pool, logs[1]).await.unwrap();
     assert!(bad[0].error.as_deref().unwrap().contains("could not store"), "{:?}", bad[0].error);
-}
-
-/// The completer's writers count the logs they end in shards of their own: while
-/// one writer's transaction is open (as while it waits for its commit), the other
-/// records its batch without waiting on the first one's count rows, and the
-/// counts add up.
-#[sqlx::test(migrator = "herald::store::MIGRATOR")]
-async fn a_completion_writer_does_not_wait_for_the_other_ones_commit(pool: PgPool) {
-    use herald::store::events::{complete_batch, Completion, NewInvocation, Next};
-    let h = Herald::start(pool.clone()).await;
-    let rx = Receiver::start().await;
-    h.trigger("a", "writers", &rx.url("/a"), json!({})).await;
-    let (_, first) = leased_to_a_dead_node(&pool, "writers").await;
-    let (node, second) = leased_to_a_dead_node(&pool, "writers").await;
-
-    // The first writer ends its log in shard 1 and has not committed yet.
-    let mut open = pool.begin().await.unwrap();
-    sqlx::query("SELECT set_config('herald.count_shard', '1', true)").execute(&mut *open).await.unwrap();
-    sqlx::query("UPDATE event_logs SET status = 'processed', lease_until = NULL, leased_by = NULL WHERE id = $1")
-        .bind(first[0])
-        .execute(&mut *open)
-        .await
-        .unwrap();
-
-    let attempt = Completion {
-        log_id: second[0],
-        attempt: 1,
-        next: Next::Processed,
-        invocation: NewInvocation {
-            started_at: chrono::Utc::now(),
-            duration_ms: 3,
-            status_code: Some(200),
-            request_headers: json!({}),
-            request_body: "{}".into(),
-            response_headers: None,
-            response_body: Some("fine".into()),
-            error: None,
-        },
-    };
-    let second_writer = complete_batch(&pool, node, std::slice::from_ref(&attempt), 2);
-    let held = tokio::time::timeout(Duration::from_secs(10), second_writer)
-        .await
-        .expect("the second writer waited for the first one's commit")
-        .unwrap();
-    assert_eq!(held, vec![true]);
-    open.commit().await.unwrap();
-
-    for span in ["minute", "hour"] {
-        let (rows, processed): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), sum(n)::bigint FROM event_log_counts WHERE span = $1 AND status = 'processed'",
-        )
-        .bind(span)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(processed, 2, "{span}: both endings are counted");
-        assert!(rows >= 2, "{span}: each writer counted in its own shard ({rows} rows)");
-    }
-    let summary = h.engine.summary("default", Duration::from_secs(3600)).await.unwrap();
-    let counted: Vec<_> = summary.counts.iter().filter(|c| c.0 == Status::Processed).map(|c| c.1).collect();
-    assert_eq!(counted, [2], "the dashboard sums the shards");
 }
 
 /// Everything Herald logs in this test binary, from the first call on.

@@ -153,7 +153,7 @@ async fn load(db: &PgPool, offset: u64, n: u64, days: u32) -> Result<()> {
                                  THEN date_bin('1 minute', g.at, TIMESTAMPTZ '2000-01-01 00:00:00+00') END)) AS s (span, bucket)
              WHERE s.bucket IS NOT NULL
              GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-             ON CONFLICT (project, span, bucket, status, shard) DO UPDATE SET n = event_log_counts.n + excluded.n",
+             ON CONFLICT (project, span, bucket, status) DO UPDATE SET n = event_log_counts.n + excluded.n",
         )
         .bind(first)
         .bind(size)

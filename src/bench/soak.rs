@@ -236,7 +236,7 @@ async fn load_aged(db: &PgPool, n: i64, seconds: u64) -> Result<()> {
                  ('hour', date_bin('1 hour', g.at, TIMESTAMPTZ '2000-01-01 00:00:00+00')),
                  ('minute', date_bin('1 minute', g.at, TIMESTAMPTZ '2000-01-01 00:00:00+00'))) AS s (span, bucket)
              GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-             ON CONFLICT (project, span, bucket, status, shard) DO UPDATE SET n = event_log_counts.n + excluded.n",
+             ON CONFLICT (project, span, bucket, status) DO UPDATE SET n = event_log_counts.n + excluded.n",
         )
         .bind(done)
         .bind(size)

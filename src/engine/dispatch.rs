@@ -488,21 +488,6 @@ impl Drop for HeldLease {
     }
 }
 
-/// One of the completer's writers, busy while this lives: dropping it (even in a
-/// panic) makes the writer available again.
-struct CompletionWriter {
-    /// The shard of the kept counts this writer counts into.
-    shard: i16,
-    back: tokio::sync::mpsc::Sender<i16>,
-}
-
-impl Drop for CompletionWriter {
-    fn drop(&mut self) {
-        // The channel holds one place per writer, so there is always room.
-        let _ = self.back.try_send(self.shard);
-    }
-}
-
 /// An attempt handed to the completer, and where to send its outcome.
 pub(crate) type PendingCompletion = (Completion, tokio::sync::oneshot::Sender<Result<bool, String>>);
 
@@ -541,14 +526,7 @@ impl Engine {
         self.0.completer_running.store(true, Ordering::Release);
         let cancel = self.shutdown_token();
         let mut cancelled_at: Option<std::time::Instant> = None;
-        // A writer is a token: the shard of the kept counts it counts into (1 and
-        // up; 0 is every other statement's), so that two writers never wait on
-        // each other's count rows.
-        let (writer_back, mut writers) = tokio::sync::mpsc::channel::<i16>(COMPLETION_WRITERS);
-        for shard in 1..=COMPLETION_WRITERS as i16 {
-            let _ = writer_back.try_send(shard);
-        }
-        let writer_of = |shard| CompletionWriter { shard, back: writer_back.clone() };
+        let writers = std::sync::Arc::new(tokio::sync::Semaphore::new(COMPLETION_WRITERS));
         loop {
             if cancel.is_cancelled() {
                 let since = *cancelled_at.get_or_insert_with(std::time::Instant::now);
@@ -558,8 +536,7 @@ impl Engine {
                 }
             }
             // A writer first: while all are busy, attempts pile up into the next batch.
-            let Some(shard) = writers.recv().await else { break };
-            let writer = writer_of(shard);
+            let Ok(permit) = writers.clone().acquire_owned().await else { break };
             // Waits for one attempt, then takes every attempt already waiting.
             let mut batch = Vec::new();
             match tokio::time::timeout(Duration::from_millis(100), rx.recv_many(&mut batch, COMPLETION_BATCH)).await {
@@ -569,17 +546,12 @@ impl Engine {
             }
             let engine = self.clone();
             tokio::spawn(async move {
-                engine.write_completions(batch, writer.shard).await;
-                drop(writer);
+                engine.write_completions(batch).await;
+                drop(permit);
             });
         }
-        // Every batch handed to a writer is recorded before the completer stops:
-        // all the writers are back.
-        for _ in 0..COMPLETION_WRITERS {
-            if writers.recv().await.is_none() {
-                break;
-            }
-        }
+        // Every batch handed to a writer is recorded before the completer stops.
+        let _ = writers.acquire_many(COMPLETION_WRITERS as u32).await;
         self.0.completer_running.store(false, Ordering::Release);
         // Whatever arrived meanwhile is recorded one by one.
         rx.close();
@@ -591,9 +563,9 @@ impl Engine {
 
 impl Engine {
     /// Records one batch of attempts and tells each delivery whether it still held its lease.
-    async fn write_completions(&self, batch: Vec<PendingCompletion>, shard: i16) {
+    async fn write_completions(&self, batch: Vec<PendingCompletion>) {
         let items: Vec<Completion> = batch.iter().map(|(c, _)| c.clone()).collect();
-        match store::complete_batch(self.writer(), self.node_id(), &items, shard).await {
+        match store::complete_batch(self.writer(), self.node_id(), &items).await {
             Ok(held) => {
                 for ((_, reply), held) in batch.into_iter().zip(held) {
                     let _ = reply.send(Ok(held));

@@ -829,7 +829,7 @@ pub struct Completion {
 /// Records one attempt and moves its event log on, in one transaction. Returns
 /// false when the node no longer held the lease; the attempt is still recorded.
 pub async fn complete(pool: &PgPool, node: Uuid, c: &Completion) -> Result<bool, sqlx::Error> {
-    Ok(complete_batch(pool, node, std::slice::from_ref(c), 0).await?.first().copied().unwrap_or(false))
+    Ok(complete_batch(pool, node, std::slice::from_ref(c)).await?.first().copied().unwrap_or(false))
 }
 
 /// Records many attempts and moves their event logs on, in one statement when it
@@ -841,18 +841,14 @@ pub async fn complete(pool: &PgPool, node: Uuid, c: &Completion) -> Result<bool,
 /// half tried again, down to single attempts; an attempt that still cannot be
 /// stored is recorded without the receiver's answer, with an error that says so,
 /// and its event log moves on all the same.
-///
-/// `shard` is the shard of the kept counts the batch counts its endings in: each
-/// of a node's concurrent writers has its own, so that they do not wait on each
-/// other's count rows (0 is everyone else's).
-pub async fn complete_batch(pool: &PgPool, node: Uuid, items: &[Completion], shard: i16) -> Result<Vec<bool>, sqlx::Error> {
+pub async fn complete_batch(pool: &PgPool, node: Uuid, items: &[Completion]) -> Result<Vec<bool>, sqlx::Error> {
     let mut held = vec![false; items.len()];
     let mut ranges = vec![0..items.len()];
     while let Some(range) = ranges.pop() {
         if range.is_empty() {
             continue;
         }
-        let e = match complete_batch_once(pool, node, &items[range.clone()], shard).await {
+        let e = match complete_batch_once(pool, node, &items[range.clone()]).await {
             Ok(h) => {
                 held[range].copy_from_slice(&h);
                 continue;
@@ -869,7 +865,7 @@ pub async fn complete_batch(pool: &PgPool, node: Uuid, items: &[Completion], sha
         let c = &items[range.start];
         tracing::error!(log = %c.log_id, error = %e, "cannot store an attempt; recording it without the receiver's answer");
         let bare = Completion { invocation: c.invocation.without_answer(&e), ..c.clone() };
-        held[range.start] = complete_batch_once(pool, node, std::slice::from_ref(&bare), shard).await?[0];
+        held[range.start] = complete_batch_once(pool, node, std::slice::from_ref(&bare)).await?[0];
     }
     Ok(held)
 }
@@ -915,7 +911,7 @@ pub(crate) fn span_of(ids: impl IntoIterator<Item = Uuid>) -> (Option<Uuid>, Opt
     })
 }
 
-async fn complete_batch_once(pool: &PgPool, node: Uuid, items: &[Completion], shard: i16) -> Result<Vec<bool>, sqlx::Error> {
+async fn complete_batch_once(pool: &PgPool, node: Uuid, items: &[Completion]) -> Result<Vec<bool>, sqlx::Error> {
     let mut ids = Vec::with_capacity(items.len());
     let mut statuses = Vec::with_capacity(items.len());
     let mut attempts = Vec::with_capacity(items.len());
@@ -949,13 +945,9 @@ async fn complete_batch_once(pool: &PgPool, node: Uuid, items: &[Completion], sh
     //   holds thousands of dead entries under load, and a planner with young
     //   statistics would scan it;
     // - retries and failures carry their own error, time and lease;
-    // - a NOTIFY when a retry is due for any node;
-    // - the counts' shard, for the counting trigger, which runs when the statement
-    //   ends (the final SELECT's filter makes sure it is set).
+    // - a NOTIFY when a retry is due for any node.
     let updated: Vec<Option<Uuid>> = sqlx::query_scalar(&format!(
-        "WITH shard AS MATERIALIZED (
-             SELECT set_config('herald.count_shard', $24::text, true) AS v
-         ), inv AS (
+        "WITH inv AS (
              INSERT INTO invocation_logs (id, event_log_id, attempt, started_at, duration_ms, status_code,
                  request_headers, request_body, response_headers, response_body, error)
              SELECT herald_uuid_v7(), * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::int[],
@@ -979,8 +971,7 @@ async fn complete_batch_once(pool: &PgPool, node: Uuid, items: &[Completion], sh
          ), wake AS (
              SELECT pg_notify('{WAKE_CHANNEL}', '') WHERE $19
          )
-         SELECT id FROM done UNION ALL SELECT id FROM other UNION ALL SELECT NULL FROM wake
-         UNION ALL SELECT NULL FROM shard WHERE v IS NULL"
+         SELECT id FROM done UNION ALL SELECT id FROM other UNION ALL SELECT NULL FROM wake"
     ))
     .bind(&ids)
     .bind(&attempts)
@@ -1005,7 +996,6 @@ async fn complete_batch_once(pool: &PgPool, node: Uuid, items: &[Completion], sh
     .bind(span_of(done.iter().map(|&i| ids[i])).1)
     .bind(span_of(others.iter().map(|&i| ids[i])).0)
     .bind(span_of(others.iter().map(|&i| ids[i])).1)
-    .bind(shard.to_string())
     .fetch_all(pool)
     .await?;
     let updated: std::collections::HashSet<Uuid> = updated.into_iter().flatten().collect();

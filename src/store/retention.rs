@@ -79,49 +79,13 @@ async fn cutoffs(pool: &PgPool, grace: chrono::Duration) -> Result<Vec<(String, 
 /// How long the per-minute counts are kept: they serve windows under a day.
 const MINUTE_COUNTS_KEPT: &str = "2 days";
 
-/// How old a bucket is before its counts' shards are folded into shard 0: by then
-/// the completer's writers, which count the logs they end in shards of their own
-/// (so that they never wait on each other's rows), have moved on to newer buckets.
-const SHARDS_FOLDED_AFTER: &str = "2 hours";
-
-/// Folds a project's count shards of older buckets into shard 0, so that a read
-/// of the counts sums one row per bucket and status, however many writers
-/// counted in it. Rows are locked in the key's order, as every count writer does,
-/// so that no two wait on each other in a circle.
-async fn fold_count_shards(pool: &PgPool, project: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "WITH moved AS (
-             DELETE FROM event_log_counts WHERE (project, span, bucket, status, shard) IN (
-                 SELECT project, span, bucket, status, shard FROM event_log_counts
-                 WHERE project = $1 AND shard <> 0 AND bucket < now() - interval '{SHARDS_FOLDED_AFTER}'
-                 ORDER BY 1, 2, 3, 4, 5 FOR UPDATE)
-             RETURNING span, bucket, status, n
-         )
-         INSERT INTO event_log_counts (project, span, bucket, status, shard, n)
-         SELECT $1, span, bucket, status, 0, sum(n) FROM moved GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-         ON CONFLICT (project, span, bucket, status, shard) DO UPDATE SET n = event_log_counts.n + excluded.n"
-    ))
-    .bind(project)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 /// A project's kept counts that count nothing any more (their logs went, or a
 /// dropped partition took their bucket before a batch removed the rest of it), and
-/// its per-minute counts older than two days. A shard's row is a part of its
-/// bucket's count: one below zero goes only when no other shard has a part.
+/// its per-minute counts older than two days.
 async fn remove_counts(pool: &PgPool, project: &str) -> Result<(), sqlx::Error> {
-    fold_count_shards(pool, project).await?;
     sqlx::query(&format!(
-        "DELETE FROM event_log_counts c
-         WHERE project = $1
-           AND (n = 0
-                OR (n < 0 AND NOT EXISTS (
-                        SELECT 1 FROM event_log_counts o
-                        WHERE o.project = c.project AND o.span = c.span AND o.bucket = c.bucket
-                          AND o.status = c.status AND o.shard <> c.shard))
-                OR (span = 'minute' AND bucket < now() - interval '{MINUTE_COUNTS_KEPT}'))"
+        "DELETE FROM event_log_counts
+         WHERE project = $1 AND (n <= 0 OR (span = 'minute' AND bucket < now() - interval '{MINUTE_COUNTS_KEPT}'))"
     ))
     .bind(project)
     .execute(pool)
@@ -153,7 +117,7 @@ async fn remove_batch(pool: &PgPool, project: &str, cutoff: DateTime<Utc>) -> Re
                  ('minute', date_bin('1 minute', g.created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')),
                  ('hour', date_bin('1 hour', g.created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00'))) AS s (span, bucket)
              GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-             ON CONFLICT (project, span, bucket, status, shard) DO UPDATE SET n = event_log_counts.n + excluded.n
+             ON CONFLICT (project, span, bucket, status) DO UPDATE SET n = event_log_counts.n + excluded.n
          )
          SELECT id, event_id FROM gone",
     )
