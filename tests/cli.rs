@@ -133,6 +133,23 @@ async fn nodes_starting_together_make_one_key_and_one_account(pool: PgPool) {
     }
 }
 
+/// The bench on DATABASE_URL runs again on a database Herald has used before,
+/// whose first start is long past (its node prints no first key then).
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn the_bench_runs_again_on_a_database_herald_has_used(pool: PgPool) {
+    let args = ["bench", "--scenarios", "throughput", "--events", "300", "--clients", "4"];
+    for run in 1..=2 {
+        let (ok, stdout, stderr) = herald(&pool, &args).await;
+        assert!(ok, "run {run} failed:\n{stderr}\n{stdout}");
+        let single = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["scenario"] == "throughput-single")
+            .unwrap_or_else(|| panic!("run {run}: no throughput line in {stdout}"));
+        assert_eq!((single["events"].as_u64(), single["lost"].as_u64()), (Some(300), Some(0)), "run {run}: {single}");
+    }
+}
+
 /// The flow-control scenarios at small sizes: the rate limit holds and per-key
 /// order has no violation (the figures at full size are in the README).
 #[sqlx::test(migrator = "herald::store::MIGRATOR")]
