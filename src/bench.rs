@@ -261,6 +261,8 @@ struct Target {
     db: Option<PgPool>,
     child: Option<tokio::process::Child>,
     data_dir: Option<PathBuf>,
+    /// The bench made the key itself (on DATABASE_URL), and revokes it when it stops.
+    own_key: bool,
 }
 
 impl Target {
@@ -306,6 +308,7 @@ impl Target {
                 }
             }
         });
+        let own_key = made_ahead.is_some();
         let key = match made_ahead {
             Some(key) => key,
             None => tokio::time::timeout(Duration::from_secs(120), rx)
@@ -325,7 +328,7 @@ impl Target {
             Err(_) => PgConnectOptions::new().socket(dir.join("run")).username("postgres").database("herald"),
         };
         let db = bench_pool(opts).await?;
-        Ok(Target { base, key, http, pid, db: Some(db), child: Some(child), data_dir: Some(dir) })
+        Ok(Target { base, key, http, pid, db: Some(db), child: Some(child), data_dir: Some(dir), own_key })
     }
 
     async fn remote(url: String, key: Option<String>, database_url: Option<String>) -> Result<Target> {
@@ -338,7 +341,16 @@ impl Target {
             ),
             None => None,
         };
-        Ok(Target { base: url.trim_end_matches('/').to_string(), key, http: client(), pid: None, db, child: None, data_dir: None })
+        Ok(Target {
+            base: url.trim_end_matches('/').to_string(),
+            key,
+            http: client(),
+            pid: None,
+            db,
+            child: None,
+            data_dir: None,
+            own_key: false,
+        })
     }
 
     async fn trigger(&self, name: &str, event_type: &str, sink: &str) -> Result<()> {
@@ -369,6 +381,11 @@ impl Target {
         if let Some(dir) = &self.data_dir {
             let _ = std::fs::remove_dir_all(dir);
         }
+        if self.own_key {
+            if let Err(e) = revoke_bench_key(&self.key).await {
+                eprintln!("could not revoke the bench's API key {}…: {e:#}", &self.key[..12]);
+            }
+        }
     }
 }
 
@@ -392,30 +409,43 @@ pub(super) fn usage(pid: u32) -> Option<(f64, f64)> {
 /// Herald's own command line (`migrate`, then `api-key create`, which prints the
 /// key alone on its last line).
 async fn bench_key() -> Result<String> {
-    let herald = std::env::current_exe()?;
-    let run = |args: &'static [&'static str]| {
-        let herald = herald.clone();
-        async move {
-            let out = tokio::process::Command::new(herald)
-                .args(args)
-                .env("RUST_LOG", "warn")
-                .output()
-                .await
-                .with_context(|| format!("cannot run `herald {}`", args.join(" ")))?;
-            if !out.status.success() {
-                bail!("`herald {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-            }
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        }
-    };
-    run(&["migrate"]).await?;
-    let out = run(&["api-key", "create", "--project", "default", "--role", "admin", "--name", "herald bench"]).await?;
+    herald_cli(&["migrate"]).await?;
+    let out = herald_cli(&["api-key", "create", "--project", "default", "--role", "admin", "--name", "herald bench"]).await?;
     out.lines()
         .last()
         .map(str::trim)
         .filter(|k| k.starts_with("hrld_"))
         .map(str::to_string)
         .with_context(|| format!("`herald api-key create` printed no key: {out}"))
+}
+
+/// Revokes the key [`bench_key`] made, found by its prefix in `herald api-key list`.
+async fn revoke_bench_key(key: &str) -> Result<()> {
+    let list = herald_cli(&["api-key", "list", "--project", "default"]).await?;
+    let id = list
+        .lines()
+        .find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.get(2) == Some(&&key[..12])).then(|| cols[0].to_string())
+        })
+        .context("the key is not in `herald api-key list`")?;
+    herald_cli(&["api-key", "revoke", "--project", "default", "--id", &id]).await?;
+    Ok(())
+}
+
+/// Runs this herald binary's command line (on the same DATABASE_URL) and returns
+/// what it printed, or an error with what it said when it failed.
+async fn herald_cli(args: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .with_context(|| format!("cannot run `herald {}`", args.join(" ")))?;
+    if !out.status.success() {
+        bail!("`herald {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 async fn bench_pool(opts: PgConnectOptions) -> Result<PgPool> {

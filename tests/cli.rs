@@ -134,7 +134,8 @@ async fn nodes_starting_together_make_one_key_and_one_account(pool: PgPool) {
 }
 
 /// The bench on DATABASE_URL runs again on a database Herald has used before,
-/// whose first start is long past (its node prints no first key then).
+/// whose first start is long past (its node prints no first key then), and
+/// leaves no live key of its own behind.
 #[sqlx::test(migrator = "herald::store::MIGRATOR")]
 async fn the_bench_runs_again_on_a_database_herald_has_used(pool: PgPool) {
     let args = ["bench", "--scenarios", "throughput", "--events", "300", "--clients", "4"];
@@ -148,6 +149,15 @@ async fn the_bench_runs_again_on_a_database_herald_has_used(pool: PgPool) {
             .unwrap_or_else(|| panic!("run {run}: no throughput line in {stdout}"));
         assert_eq!((single["events"].as_u64(), single["lost"].as_u64()), (Some(300), Some(0)), "run {run}: {single}");
     }
+    // Each run revoked the key it made when it ended.
+    let keys: (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE revoked_at IS NULL), count(*) FILTER (WHERE revoked_at IS NOT NULL)
+         FROM api_keys WHERE name = 'herald bench'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(keys, (0, 2), "(live, revoked) keys of the bench");
 }
 
 /// The flow-control scenarios at small sizes: the rate limit holds and per-key
