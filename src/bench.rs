@@ -402,9 +402,6 @@ pub(super) fn usage(pid: u32) -> Option<(f64, f64)> {
     }
 }
 
-/// A JSON request with the key (reqwest's `json` feature is not built).
-/// The bench's own connection to Herald's database. Its bulk statements (loading a
-/// million-row backlog) are slow on purpose, so sqlx's slow-statement warnings are off.
 /// An admin key of the project `default` on DATABASE_URL's database, made with
 /// Herald's own command line (`migrate`, then `api-key create`, which prints the
 /// key alone on its last line).
@@ -448,11 +445,14 @@ async fn herald_cli(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The bench's own connection to Herald's database. Its bulk statements (loading a
+/// million-row backlog) are slow on purpose, so sqlx's slow-statement warnings are off.
 async fn bench_pool(opts: PgConnectOptions) -> Result<PgPool> {
     use sqlx::ConnectOptions;
     Ok(PgPool::connect_with(opts.disable_statement_logging()).await?)
 }
 
+/// A JSON request with the key (reqwest's `json` feature is not built).
 fn with_json(req: reqwest::RequestBuilder, key: &str, body: &Value) -> reqwest::RequestBuilder {
     req.bearer_auth(key).header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string())
 }
