@@ -115,3 +115,102 @@ async fn shutdown_finishes_in_flight_work_and_releases_the_rest(pool: PgPool) {
         .unwrap();
     assert_eq!(holder, None);
 }
+
+/// A due event log of a trigger that does not exist (its delivery only cancels
+/// it), due at `at`. Returns its id.
+async fn due_log(pool: &PgPool, at: chrono::DateTime<chrono::Utc>) -> Uuid {
+    sqlx::query_scalar(
+        "WITH e AS (
+             INSERT INTO events (id, project, type, deliver_at) VALUES (herald_uuid_v7(), 'default', 't', $1)
+             RETURNING id
+         )
+         INSERT INTO event_logs (id, event_id, project, trigger_name, event_type, status, next_attempt_at)
+         SELECT herald_uuid_v7(), e.id, 'default', 'gone', 't', 'pending', $1 FROM e
+         RETURNING id",
+    )
+    .bind(at)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn still_due(pool: &PgPool, id: Uuid) -> bool {
+    let status: String = sqlx::query_scalar("SELECT status FROM event_logs WHERE id = $1").bind(id).fetch_one(pool).await.unwrap();
+    status == "pending"
+}
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn claims_draining_a_backlog_start_where_the_last_one_ended_and_still_find_logs_due_earlier(pool: PgPool) {
+    // While claims fill their batch, each starts at the due time the previous one
+    // reached, so that it does not step again over what earlier claims left in the
+    // index. A log due before that point is found by a claim that reads from the
+    // start: at once when a claim comes up short, and at least every second.
+    let mut config = common::test_config();
+    config.claim_batch = 10;
+    config.concurrency = 200;
+    let node = Engine::new(pool.clone(), Uuid::new_v4(), config);
+    node.bootstrap().await.unwrap();
+    let start = chrono::Utc::now() - chrono::Duration::hours(1);
+    let mut backlog = Vec::new();
+    for i in 0..30 {
+        backlog.push(due_log(&pool, start + chrono::Duration::seconds(i)).await);
+    }
+    assert_eq!(node.dispatch_once().await.unwrap(), (10, 10));
+
+    // Committed late: due before everything claimed so far.
+    let late = due_log(&pool, start - chrono::Duration::hours(1)).await;
+    assert_eq!(node.dispatch_once().await.unwrap(), (10, 10));
+    assert!(still_due(&pool, late).await, "a claim that filled its batch reads on from where it ended");
+    for id in &backlog[..20] {
+        assert!(!still_due(&pool, *id).await, "the first 20 of the backlog were claimed in order");
+    }
+    assert_eq!(node.dispatch_once().await.unwrap(), (10, 10));
+    assert!(still_due(&pool, late).await);
+    // Nothing more after the floor: the claim reads from the start and finds it.
+    assert_eq!(node.dispatch_once().await.unwrap(), (1, 10));
+    assert!(!still_due(&pool, late).await, "the log due earlier was claimed once the backlog was drained");
+
+    // While claims keep filling their batch, one reads from the start every second.
+    for i in 0..40 {
+        due_log(&pool, start + chrono::Duration::seconds(100 + i)).await;
+    }
+    assert_eq!(node.dispatch_once().await.unwrap(), (10, 10));
+    let late = due_log(&pool, start - chrono::Duration::hours(1)).await;
+    assert_eq!(node.dispatch_once().await.unwrap(), (10, 10));
+    assert!(still_due(&pool, late).await);
+    tokio::time::sleep(herald::engine::dispatch::READ_ALL_EVERY + Duration::from_millis(100)).await;
+    assert_eq!(node.dispatch_once().await.unwrap(), (10, 10));
+    assert!(!still_due(&pool, late).await, "a claim a second after the last full read reads from the start");
+    node.shutdown().await;
+}
+
+#[sqlx::test(migrator = "herald::store::MIGRATOR")]
+async fn an_event_for_now_is_due_by_the_databases_clock(pool: PgPool) {
+    // A node whose clock is behind stamps the events it queues in the past. Their
+    // logs are due by the database's clock all the same, in the order every
+    // node's claims read them.
+    let h = Herald::start(pool.clone()).await;
+    h.trigger("t", "t", "http://127.0.0.1:9/x", json!({})).await;
+    h.engine.shutdown().await;
+    let mut tx = pool.begin().await.unwrap();
+    let behind = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let ev = herald::store::events::NewEvent {
+        id: Uuid::new_v4(),
+        event_type: "t".into(),
+        data: json!(null),
+        deliver_at: behind,
+        synchronous: false,
+        idempotency_key: None,
+        ordering_key: None,
+    };
+    let stored = herald::store::events::enqueue(&mut tx, "default", &[ev], None).await.unwrap();
+    tx.commit().await.unwrap();
+    let (status, due, created): (String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT status, next_attempt_at, created_at FROM event_logs WHERE id = $1")
+            .bind(stored[0].log_ids[0])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "pending");
+    assert_eq!(due, created, "due when it was stored, not ten minutes earlier");
+}

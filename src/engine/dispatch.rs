@@ -2,9 +2,9 @@
 //! bounded concurrency, and moves each event log on after every attempt.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
@@ -13,6 +13,40 @@ use super::deliver::{self, Verdict};
 use super::{Engine, EngineError};
 use crate::model::Status;
 use crate::store::events::{self as store, Completion, Job, Next, WAKE_CHANNEL};
+
+/// Where a dispatcher's claims start reading the due logs (see
+/// [`store::claim_from`]). While claims fill their batch, a backlog is being
+/// drained in due order: the next claim starts at the due time the last one
+/// reached, instead of stepping again over the entries every earlier claim left
+/// behind. Logs due before that floor (a transaction that committed late,
+/// leases given back, logs of an ordering key let go) are found by the claim
+/// that reads from the start: at once when a claim from the floor comes up
+/// short, and at least every [`READ_ALL_EVERY`] while claims keep filling.
+#[derive(Debug, Default)]
+pub(crate) struct ClaimFloor {
+    from: Option<DateTime<Utc>>,
+    read_all_at: Option<Instant>,
+}
+
+/// Longest time between two claims that read the due logs from the start.
+pub const READ_ALL_EVERY: Duration = Duration::from_secs(1);
+
+impl ClaimFloor {
+    /// Where the next claim starts; `None` is from the start.
+    pub(crate) fn start(&self, now: Instant) -> Option<DateTime<Utc>> {
+        let recent = self.read_all_at.is_some_and(|at| now.duration_since(at) < READ_ALL_EVERY);
+        self.from.filter(|_| recent)
+    }
+
+    /// After a claim (`read_all`: one of its reads started from the start) that
+    /// took logs due up to `through`, and filled its batch or not.
+    pub(crate) fn after(&mut self, read_all: bool, filled: bool, through: Option<DateTime<Utc>>, now: Instant) {
+        if read_all {
+            self.read_all_at = Some(now);
+        }
+        self.from = through.filter(|_| filled);
+    }
+}
 
 /// How a delivery ended, as far as this node saw it.
 #[derive(Clone, Debug)]
@@ -98,7 +132,20 @@ impl Engine {
             return Ok((0, 0));
         }
         let blocked = self.0.flow.blocked();
-        let jobs = store::claim(self.pool(), self.node_id(), free as i64, self.config().lease_margin, &blocked).await?;
+        let (pool, node, margin) = (self.pool(), self.node_id(), self.config().lease_margin);
+        let from = self.claim_floor().start(Instant::now());
+        let mut claimed = store::claim_from(pool, node, free as i64, margin, &blocked, from).await?;
+        let mut read_all = from.is_none();
+        if !read_all && claimed.jobs.len() < free {
+            // Nothing more past the floor: read from the start, for logs due earlier.
+            let rest = free - claimed.jobs.len();
+            let more = store::claim_from(pool, node, rest as i64, margin, &blocked, None).await?;
+            claimed.jobs.extend(more.jobs);
+            claimed.through = more.through;
+            read_all = true;
+        }
+        self.claim_floor().after(read_all, claimed.jobs.len() == free, claimed.through, Instant::now());
+        let jobs = claimed.jobs;
         let claimed = jobs.len();
         if !blocked.is_empty() {
             self.0.flow.mark_held(&blocked);
@@ -108,6 +155,10 @@ impl Engine {
             self.start_or_wait(job, Some(permit));
         }
         Ok((claimed, free))
+    }
+
+    fn claim_floor(&self) -> std::sync::MutexGuard<'_, ClaimFloor> {
+        self.0.claim_floor.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes up to `want` free delivery slots at once.

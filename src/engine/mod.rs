@@ -190,6 +190,8 @@ struct Inner {
     auth_cache: projects::AuthCache,
     /// Set once the dispatcher runs: queue calls may then lease their events to this node.
     dispatcher_running: std::sync::atomic::AtomicBool,
+    /// Where the dispatcher's next claim starts reading the due logs.
+    claim_floor: std::sync::Mutex<dispatch::ClaimFloor>,
     shutdown: CancellationToken,
     /// Per-trigger limits on this node, and the breaker's counts.
     flow: flow::Flow,
@@ -211,6 +213,7 @@ impl Engine {
             auth_cache: projects::AuthCache::default(),
             delivery_counts: Default::default(),
             dispatcher_running: std::sync::atomic::AtomicBool::new(false),
+            claim_floor: Default::default(),
             completions,
             completion_rx: std::sync::Mutex::new(Some(completion_rx)),
             completer_running: std::sync::atomic::AtomicBool::new(false),
