@@ -41,9 +41,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Scenarios to run, comma-separated: throughput, latency, sync, backlog, and
-    /// (not by default, they take long) history, soak, rate-limit, ordering and
-    /// peers (needs --peer-graphile) and capacity (the sustainable rate R, then
-    /// latency at R/2).
+    /// (not by default, they take long) history, soak, rate-limit, ordering,
+    /// peers (needs --peer-graphile), capacity (the sustainable rate R, then
+    /// latency at R/2) and snapshot (the batch run while a transaction holds a
+    /// snapshot open, as a backup does).
     #[arg(long, value_delimiter = ',', default_value = "throughput,latency,sync,backlog")]
     pub scenarios: Vec<String>,
     /// The peer bench (graphile-bench.mjs, with graphile-worker installed next to
@@ -586,6 +587,16 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 "peers" => {
                     all.extend(peers::run(&target, &sink, &sink_url, &mut run_id, &args).await?);
                 }
+                "snapshot" => {
+                    run_id += 1;
+                    match under_snapshot(&target, &sink, &sink_url, run_id, &args).await? {
+                        Some(f) => {
+                            all.push(f);
+                            report(all.last().unwrap());
+                        }
+                        None => eprintln!("snapshot: skipped (needs --bench-database-url with --url)"),
+                    }
+                }
                 "rate-limit" => {
                     run_id += 1;
                     println!("{}", flow::rate_limit(&target, run_id, args.rate_limit_events, args.rate_limit).await?);
@@ -595,7 +606,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     println!("{}", flow::ordering(&target, run_id, args.ordering_events, args.ordering_keys).await?);
                 }
                 other => bail!(
-                    "unknown scenario '{other}': use throughput, latency, sync, backlog, history, soak, rate-limit, ordering, peers or capacity"
+                    "unknown scenario '{other}': use throughput, latency, sync, backlog, history, soak, rate-limit, ordering, peers, capacity or snapshot"
                 ),
             }
         }
@@ -893,6 +904,24 @@ async fn synchronous(t: &Target, sink: &Sink, sink_url: &str, run: u64, n: usize
 
 /// Scenario 4: pre-load N due event logs (held back until all are stored), then
 /// release them at once and time the drain.
+/// Scenario: the batch throughput run while a transaction holds a snapshot open
+/// all along, as a backup (pg_dump) or a long report does. PostgreSQL can then
+/// remove nothing the run leaves behind, not even the index entries of claimed
+/// event logs, and the claims must not wade through them.
+async fn under_snapshot(t: &Target, sink: &Sink, sink_url: &str, run: u64, args: &BenchArgs) -> Result<Option<Figures>> {
+    let Some(db) = &t.db else { return Ok(None) };
+    let mut held = db.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *held).await?;
+    // The first query takes the snapshot, which lasts until the rollback.
+    sqlx::query("SELECT count(*) FROM projects").execute(&mut *held).await?;
+    let figures = throughput(t, sink, sink_url, run, args, true).await;
+    held.rollback().await?;
+    let mut f = figures?;
+    f.scenario = "batch-under-snapshot".into();
+    f.note = format!("{}; a REPEATABLE READ transaction open all run, as a backup holds", f.note);
+    Ok(Some(f))
+}
+
 async fn backlog(t: &Target, sink: &Sink, sink_url: &str, run: u64, n: u64) -> Result<Option<Figures>> {
     let Some(db) = &t.db else { return Ok(None) };
     let event_type = format!("bench.backlog.{run}");

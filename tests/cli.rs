@@ -192,7 +192,7 @@ async fn the_flow_scenarios_report_their_figures(pool: PgPool) {
 async fn the_bench_reports_every_scenario_and_loses_nothing(pool: PgPool) {
     let args = [
         "bench", "--events", "1000", "--clients", "8", "--rates", "200", "--seconds", "2", "--sync-events", "30",
-        "--backlog", "1000",
+        "--backlog", "1000", "--scenarios", "throughput,latency,sync,backlog,snapshot",
     ];
     let (ok, stdout, stderr) = herald(&pool, &args).await;
     assert!(ok, "the bench failed:\n{stderr}\n{stdout}");
@@ -206,7 +206,7 @@ async fn the_bench_reports_every_scenario_and_loses_nothing(pool: PgPool) {
     assert!(env.get("fdatasync_ops_per_s").is_some(), "{env}");
 
     let expected =
-        ["throughput-single", "throughput-batch", "latency-200/s", "sync-round-trip", "backlog-drain-1000"];
+        ["throughput-single", "throughput-batch", "latency-200/s", "sync-round-trip", "backlog-drain-1000", "batch-under-snapshot"];
     let scenarios: Vec<&str> =
         lines.iter().filter_map(|l| l["scenario"].as_str()).filter(|s| *s != "environment").collect();
     assert_eq!(scenarios, expected, "{stdout}");
