@@ -902,8 +902,6 @@ async fn synchronous(t: &Target, sink: &Sink, sink_url: &str, run: u64, n: usize
     Ok(f)
 }
 
-/// Scenario 4: pre-load N due event logs (held back until all are stored), then
-/// release them at once and time the drain.
 /// Scenario: the batch throughput run while a transaction holds a snapshot open
 /// all along, as a backup (pg_dump) or a long report does. PostgreSQL can then
 /// remove nothing the run leaves behind, not even the index entries of claimed
@@ -922,6 +920,8 @@ async fn under_snapshot(t: &Target, sink: &Sink, sink_url: &str, run: u64, args:
     Ok(Some(f))
 }
 
+/// Scenario 4: pre-load N due event logs (held back until all are stored), then
+/// release them at once and time the drain.
 async fn backlog(t: &Target, sink: &Sink, sink_url: &str, run: u64, n: u64) -> Result<Option<Figures>> {
     let Some(db) = &t.db else { return Ok(None) };
     let event_type = format!("bench.backlog.{run}");
